@@ -64,7 +64,10 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with the given fields replaced (None values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        values = {k: v for k, v in changes.items() if v is not None}
+        if "home" in values:
+            values["home"] = Path(values["home"])
+        return replace(self, **values)
 
 
 def load_settings(**overrides: object) -> Settings:
