@@ -1,0 +1,316 @@
+"""Run a model on images and return canonical predictions.
+
+`Predictor.load` accepts every model source that `workbench.models.sources` resolves. Loaded models are kept
+in a small LRU cache keyed by the resolved source, so repeated loads are free and moving an alias loads the
+model it now points at.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from PIL import Image
+
+from workbench.config.schema import ServingSection
+from workbench.errors import ModelSourceError
+from workbench.models.predictions import (
+    ClassificationPrediction,
+    DetectionPrediction,
+    ModelRef,
+    PanopticPrediction,
+    Prediction,
+    SemanticPrediction,
+)
+from workbench.models.sources import ResolvedSource, fetch_model_folder, hub_snapshot, resolve_source
+from workbench.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from workbench.models.build import LoadedModel, ModelMeta
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[Image.Image, bytes, str, Path]
+
+# Models kept in memory at once; a tiny model is a few MB, a DETR-R50 about 170 MB.
+CACHE_SIZE = 3
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_DETECTIONS = ServingSection().max_detections
+
+
+class _ModelCache:
+    """A thread-safe LRU of loaded models keyed by (resolved source, device)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_load(self, key: tuple[str, str], load: Any) -> LoadedModel:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            # Loading under the lock keeps two requests from loading the same model twice at once.
+            loaded = load()
+            self._entries[key] = loaded
+            while len(self._entries) > self.size:
+                evicted, _ = self._entries.popitem(last=False)
+                logger.info("Evicted model %s from the predictor cache", evicted[0])
+            return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CACHE = _ModelCache(CACHE_SIZE)
+
+
+def clear_model_cache() -> None:
+    """Drop every cached model (tests and memory pressure)."""
+    _CACHE.clear()
+
+
+@dataclass
+class Predictor:
+    """A loaded model with the processor and label metadata needed to turn images into predictions."""
+
+    loaded: LoadedModel
+    model_ref: ModelRef
+    device: str
+
+    @property
+    def task(self) -> str:
+        return self.loaded.meta.task
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.loaded.meta
+
+    @classmethod
+    def load(cls, source: str, *, settings: Settings | None = None, device: str = "auto") -> Predictor:
+        """Load (or take from the cache) the model behind a source string; see `workbench.models.sources`."""
+        settings = settings or load_settings()
+        resolved = resolve_source(source, settings=settings)
+        device = resolve_device(device)
+
+        loaded = _CACHE.get_or_load((resolved.cache_key, device), lambda: _load_resolved(resolved, settings, device))
+        return cls(loaded=loaded, model_ref=ModelRef(uri=source, version=_registry_version(resolved)), device=device)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, *, device: str = "auto", model_ref: ModelRef | None = None) -> Predictor:
+        """Load a local model folder without the cache (the pyfunc keeps its own model)."""
+        from workbench.models.build import load_model_folder
+
+        device = resolve_device(device)
+        loaded = load_model_folder(folder, device=device)
+        return cls(loaded=loaded, model_ref=model_ref or ModelRef(uri=str(folder)), device=device)
+
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        score_threshold: float = 0.0,
+        top_k: int = 5,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_pixels: int | None = None,
+    ) -> list[Prediction]:
+        """Predict each image; detections below `score_threshold` are dropped, at most `max_detections` kept.
+
+        Images are PIL images already upright (EXIF applied), or encoded bytes or file paths, which are decoded
+        with `workbench.data.images.decode_image`. Coordinates refer to each upright image's pixels.
+        """
+        _check_predict_arguments(score_threshold=score_threshold, top_k=top_k, max_detections=max_detections,
+                                 batch_size=batch_size)
+        pictures = [_as_rgb(image, max_pixels=max_pixels) for image in images]
+        results: list[Prediction | None] = [None] * len(pictures)
+
+        for indices in self._batches(pictures, batch_size):
+            batch = [pictures[i] for i in indices]
+            outputs = self._forward(batch)
+            predictions = self._postprocess(outputs, batch, score_threshold=score_threshold, top_k=top_k,
+                                            max_detections=max_detections)
+            for index, prediction in zip(indices, predictions, strict=True):
+                results[index] = prediction
+        return [result for result in results if result is not None]
+
+    def _batches(self, pictures: list[Image.Image], batch_size: int) -> list[list[int]]:
+        # Detection processors pad a batch to its largest image, and padding changes a detector's output slightly.
+        # Batching only images of equal size keeps each prediction independent of the other images in a request.
+        if self.task == "classification":
+            groups = [list(range(len(pictures)))]
+        else:
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for index, picture in enumerate(pictures):
+                by_size.setdefault(picture.size, []).append(index)
+            groups = list(by_size.values())
+        return [group[start:start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
+
+    def _forward(self, batch: list[Image.Image]) -> Any:
+        import torch
+
+        model = self.loaded.model
+        inputs = self.loaded.processor(images=batch, return_tensors="pt")
+        accepted = _forward_parameters(model)
+        tensors = {k: v.to(self.device) for k, v in inputs.items() if k in accepted and hasattr(v, "to")}
+        with torch.inference_mode():
+            return model(**tensors)
+
+    def _postprocess(self, outputs: Any, batch: list[Image.Image], *, score_threshold: float, top_k: int,
+                     max_detections: int) -> list[Prediction]:
+        import torch
+
+        meta = self.loaded.meta
+        processor = self.loaded.processor
+        # (height, width) per image, on the model's device: post-processing multiplies it with the boxes.
+        sizes = [(picture.size[1], picture.size[0]) for picture in batch]
+        target_sizes = torch.tensor(sizes, device=self.device)
+
+        if meta.task == "classification":
+            probabilities = torch.softmax(outputs.logits.float(), dim=-1).cpu().numpy()
+            return [
+                ClassificationPrediction.from_probabilities(row, meta.id2label, top_k=top_k, width=w, height=h,
+                                                            model=self.model_ref)
+                for row, (h, w) in zip(probabilities, sizes, strict=True)
+            ]
+        if meta.task == "detection":
+            results = processor.post_process_object_detection(outputs, threshold=score_threshold,
+                                                              target_sizes=target_sizes)
+            return [
+                DetectionPrediction.from_transformers_detection(
+                    result, meta.id2label, width=w, height=h, label_to_category_id=meta.label_to_category_id,
+                    max_detections=max_detections, model=self.model_ref,
+                )
+                for result, (h, w) in zip(results, sizes, strict=True)
+            ]
+        if meta.task == "semantic":
+            maps = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+            return [SemanticPrediction.from_transformers_semantic(m, meta.id2label, model=self.model_ref) for m in maps]
+        if meta.task == "instance":
+            results = processor.post_process_instance_segmentation(outputs, threshold=score_threshold,
+                                                                   target_sizes=sizes)
+            return [
+                DetectionPrediction.from_transformers_instance(
+                    result, meta.id2label, label_to_category_id=meta.label_to_category_id,
+                    max_detections=max_detections, model=self.model_ref,
+                )
+                for result in results
+            ]
+        if meta.task == "panoptic":
+            results = processor.post_process_panoptic_segmentation(outputs, threshold=score_threshold,
+                                                                   target_sizes=sizes)
+            # NOTE: model folders do not record which labels are things yet, so is_thing stays False until
+            # panoptic training writes "thing_label_ids" into the model metadata.
+            things = meta.extra.get("thing_label_ids", [])
+            return [PanopticPrediction.from_transformers_panoptic(result, meta.id2label, thing_label_ids=things,
+                                                                  model=self.model_ref) for result in results]
+        raise ModelSourceError(f"model task {meta.task!r} has no prediction support; expected classification, "
+                               "detection, semantic, instance or panoptic.")
+
+
+def resolve_device(device: str) -> str:
+    """Return "cuda" or "cpu" for "auto" (a GPU when one is visible), else `device` unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    chosen = "cuda" if torch.cuda.is_available() else "cpu"
+    logger.info("Predictor device: %s", chosen)
+    return chosen
+
+
+def _load_resolved(resolved: ResolvedSource, settings: Settings, device: str) -> LoadedModel:
+    if resolved.kind == "hub":
+        return _load_hub_model(resolved.uri, device=device)
+
+    from workbench.models.build import load_model_folder
+
+    folder = fetch_model_folder(resolved, settings=settings)
+    loaded = load_model_folder(folder, device=device)
+    logger.info("Loaded %s model %s from %s on %s", loaded.meta.task, resolved.cache_key, folder, device)
+    return loaded
+
+
+def _load_hub_model(hub_id: str, *, device: str) -> LoadedModel:
+    """Load a transformers classification or detection checkpoint from the hub cache.
+
+    NOTE: tests cover only the offline error, because no hub checkpoint is cached where they run.
+    """
+    import transformers
+
+    from workbench.config.catalog import CATALOG
+    from workbench.models.build import LoadedModel, ModelMeta
+
+    folder = hub_snapshot(hub_id)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    architectures = getattr(config, "architectures", None) or []
+    if any(name.endswith("ForObjectDetection") for name in architectures):
+        task, auto_class = "detection", transformers.AutoModelForObjectDetection
+    elif any(name.endswith("ForImageClassification") for name in architectures):
+        task, auto_class = "classification", transformers.AutoModelForImageClassification
+    else:
+        raise ModelSourceError(
+            f"hub model {hub_id!r} has architectures {architectures or 'none'}; the predictor loads hub "
+            "checkpoints for image classification or object detection. Fine-tune it first, then use its run."
+        )
+
+    model = auto_class.from_pretrained(folder).to(device).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    catalog_name = next((spec.name for spec in CATALOG.values() if spec.hub_id == hub_id), "")
+    meta = ModelMeta(
+        task=task,
+        catalog_name=catalog_name,
+        framework="transformers",
+        architecture=config.model_type,
+        id2label={int(k): str(v) for k, v in config.id2label.items()},
+        label_to_category_id=None,
+        image_size=_processor_size(processor),
+    )
+    return LoadedModel(model=model, processor=processor, meta=meta)
+
+
+def _processor_size(processor: Any) -> int:
+    size = getattr(processor, "size", None) or {}
+    return int(size.get("shortest_edge") or size.get("height") or 224) if isinstance(size, dict) else 224
+
+
+def _registry_version(resolved: ResolvedSource) -> str | None:
+    return resolved.version if resolved.kind == "registry" else None
+
+
+def _forward_parameters(model: Any) -> set[str]:
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _as_rgb(image: ImageInput, *, max_pixels: int | None) -> Image.Image:
+    from workbench.data.images import decode_image
+
+    if not isinstance(image, Image.Image):
+        return decode_image(image, max_pixels=max_pixels)
+    if image.mode == "RGB":
+        return image
+    # Other modes go through the one decoding path, so alpha, 16-bit and palette images follow its rules;
+    # TIFF keeps every Pillow mode without loss.
+    buffer = io.BytesIO()
+    image.save(buffer, format="TIFF")
+    return decode_image(buffer.getvalue(), max_pixels=max_pixels)
+
+
+def _check_predict_arguments(*, score_threshold: float, top_k: int, max_detections: int, batch_size: int) -> None:
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold={score_threshold!r} is invalid; expected a number from 0 to 1.")
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k!r} is invalid; expected 1 or more classes.")
+    if max_detections < 1:
+        raise ValueError(f"max_detections={max_detections!r} is invalid; expected 1 or more.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid; expected 1 or more images per batch.")
