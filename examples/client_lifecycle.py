@@ -4,7 +4,7 @@
     python examples/client_lifecycle.py --url http://127.0.0.1:7860
 
 Steps: train a tiny classifier (configs/tiny/classification.yaml, photos in examples/imagefolder_real) and a
-tiny detector (configs/tiny/detection.yaml, examples/coco_person) at the same time, poll /run_status until
+tiny detector (configs/tiny/detection.yaml, examples/coco_pets) at the same time, poll /run_status until
 both finish, /register each with the alias "champion", then /predict on a real photo through
 models:/<name>@champion and print the prediction JSON. The configs' relative data paths are resolved on the
 server, against the folder the app was started from. On 2 CPU cores the whole script takes a few minutes.
@@ -31,7 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detection-config", type=Path, default=REPO_ROOT / "configs/tiny/detection.yaml",
                         help="Training config of the detector (YAML).")
     parser.add_argument("--image", type=Path, default=None,
-                        help="Photo to predict on (default: the first JPEG in examples/coco_person/images).")
+                        help="Photo to predict on (default: the first JPEG in examples/coco_pets/images).")
     parser.add_argument("--alias", default="champion", help="Alias set on each registered version (default champion).")
     parser.add_argument("--device", default="config",
                         help="Device choice sent to /train: config (as the YAML says), cpu, gpu or all_gpus.")
@@ -95,7 +95,7 @@ def wait_for_runs(client: object, run_ids: dict[str, str], *, timeout: float) ->
 
 def default_image() -> Path:
     """Return the first real photo found among the example datasets."""
-    for folder in ("examples/coco_person/images", "examples/imagefolder_real/dog"):
+    for folder in ("examples/coco_pets/images", "examples/imagefolder_real/dog"):
         photos = sorted((REPO_ROOT / folder).glob("*.jpg"))
         if photos:
             return photos[0]

@@ -1,0 +1,1 @@
+"""Evaluation metrics computed with well-kept libraries (torchmetrics, faster-coco-eval, pycocotools)."""

@@ -1,0 +1,1 @@
+"""MLflow tracking: prepare the store, create experiments, and query runs and metric histories."""
