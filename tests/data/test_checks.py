@@ -264,3 +264,22 @@ def test_panoptic_segment_mismatch(shared_data, tmp_path, settings):
     mismatch = findings["panoptic_segments_mismatch"]
     assert mismatch.count == 1
     assert mismatch.details["segments"]["000000142238.png"]["only_in_png"] == [removed["id"]]
+
+
+def test_duplicates_keep_first_of_group(tmp_path):
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    path = write_coco(tmp_path, images=[image(1), image(2)], categories=categories, annotations=[
+        box(1, 1, [0, 0, 5, 5]),
+        box(2, 1, [1, 1, 5, 5]),
+        box(3, 1, [0, 0, 5, 5]),  # copy of 1
+        box(4, 2, [0, 0, 5, 5]),  # other image
+        box(5, 1, [0, 0, 5, 5], category_id=2),  # other category
+        box(6, 1, [1, 1, 5, 5]),  # copy of 2
+        box(7, 1, [0, 0, 5, 5]),  # second copy of 1
+        box(8, 1, [0, 0, 5, 5.004]),  # equal after rounding to 0.01: a copy of 1
+        box(9, 1, [0, 0, 5, 5.02]),  # differs by 0.02
+    ])
+    findings = {f.code: f for f in check_coco_table(load_coco_table(path), split="train")}
+
+    assert findings["duplicate_annotations"].items == [3, 6, 7, 8]
+    assert findings["duplicate_annotations"].image_keys == [1]

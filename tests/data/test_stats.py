@@ -129,3 +129,27 @@ def test_empty_polygon_part_falls_back(tmp_path):
 
     assert table.shape_areas.tolist() == [2.0]
     assert table.min_polygon_points.tolist() == [0]
+
+
+@pytest.mark.parametrize("numbers", [
+    ["12.5", "-3", "0.25", "640", "-0.0", "7.125", "0", "99.99"],  # plain decimals: read byte-wise
+    ["123456789012345", "1.00000000000001", "-0.00000000000001", "12345678.9", "3", "4"],  # 15 digits, 8+ digits
+    ["1e2", "2.5E-1", "3", "4", "5", "6"],  # exponents: numpy's parser
+    ["1.2345678901234567", "2.000000000000000001", "3", "4", "5", "6"],  # more than 15 digits: numpy's parser
+])
+def test_polygon_numbers_read_exactly(tmp_path, numbers):
+    polygons = [[f"[{','.join(numbers[i:] + numbers[:i])}]" for i in range(3)], [f"[{', '.join(numbers)}]"]]
+    annotations = ",".join(
+        f'{{"id":{index + 1},"image_id":1,"category_id":1,"bbox":[0,0,9,9],"area":81,'
+        f'"segmentation":[{",".join(parts)}]}}'
+        for index, parts in enumerate(polygons))
+    text = ('{"images":[{"id":1,"file_name":"a.jpg","width":640,"height":480}],'
+            f'"categories":[{{"id":1,"name":"a"}}],"annotations":[{annotations}]}}')
+    (tmp_path / "compact.json").write_text(text)
+    # Pretty-printed, the polygons are parsed as JSON lists: the reference.
+    (tmp_path / "pretty.json").write_text(json.dumps(json.loads(text), indent=2))
+    table, reference = load_coco_table(tmp_path / "compact.json"), load_coco_table(tmp_path / "pretty.json")
+
+    # Every number must equal the float JSON gives it, bit for bit, so the areas match exactly.
+    assert table.shape_areas.tobytes() == reference.shape_areas.tobytes()
+    assert table.min_polygon_points.tolist() == reference.min_polygon_points.tolist()

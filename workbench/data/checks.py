@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from workbench.data.columnar import SEG_INVALID, SEG_POLYGON, SEG_RLE_COUNTS, SEG_RLE_STRING, CocoTable
+from workbench.data.columnar import (SEG_INVALID, SEG_POLYGON, SEG_RLE_COUNTS, SEG_RLE_STRING, CocoTable,
+                                     unique_sorted)
 from workbench.data.scan import FolderLayout, ImageScan, MaskScan
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _annotation_finding(table: CocoTable, rows: np.ndarray, *, code: str, severi
     return Finding(
         code=code, severity=severity, split=split, title=title.format(count=count), count=count, action=action,
         items=table.ann_ids[rows][:MAX_LISTED].tolist(), item_kind="annotation_id",
-        image_keys=np.unique(table.ann_image_ids[rows])[:MAX_IMAGE_KEYS].tolist(), fix=fix, details=details or {},
+        image_keys=unique_sorted(table.ann_image_ids[rows])[:MAX_IMAGE_KEYS].tolist(), fix=fix, details=details or {},
     )
 
 
@@ -300,7 +301,7 @@ def _category_id_gaps(table: CocoTable, split: str) -> Finding | None:
 
 def _unused_categories(table: CocoTable, split: str) -> Finding | None:
     names = table.category_names()
-    unused = sorted(set(names) - set(np.unique(table.category_ids).tolist()))
+    unused = sorted(set(names) - set(unique_sorted(table.category_ids).tolist()))
     if not unused:
         return None
     return Finding(
@@ -368,15 +369,39 @@ def _missing_image_sizes(table: CocoTable, split: str) -> Finding | None:
 
 def _later_duplicates(keys: np.ndarray) -> np.ndarray:
     """Return a mask of the rows equal to an earlier row (the first of each group is not marked)."""
-    if keys.shape[0] == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.lexsort(keys.T[::-1])
-    sorted_keys = keys[order]
-    same_as_previous = np.concatenate(([False], (sorted_keys[1:] == sorted_keys[:-1]).all(axis=1)))
-    # lexsort is stable, so within a group the earliest row comes first and stays unmarked.
     duplicate = np.zeros(keys.shape[0], dtype=bool)
-    duplicate[order] = same_as_previous
+    if keys.shape[0] == 0:
+        return duplicate
+    # Equal rows have equal hashes, so only rows whose hash repeats can be duplicates. Sorting one hash
+    # column takes 0.08 s for the 860,000 boxes of a COCO-train file, lexsorting their six columns 0.5 s.
+    # Hash collisions cost nothing but time: the candidate rows are compared in full below.
+    hashes = _row_hashes(keys)
+    order = np.argsort(hashes, kind="stable")
+    sorted_hashes = hashes[order]
+    repeated = np.zeros(keys.shape[0], dtype=bool)
+    repeated[1:] = sorted_hashes[1:] == sorted_hashes[:-1]
+    repeated[:-1] |= repeated[1:]
+    candidates = np.sort(order[repeated])
+    if candidates.size == 0:
+        return duplicate
+    candidate_keys = keys[candidates]
+    within = np.lexsort(candidate_keys.T[::-1])
+    sorted_keys = candidate_keys[within]
+    same_as_previous = np.concatenate(([False], (sorted_keys[1:] == sorted_keys[:-1]).all(axis=1)))
+    # lexsort is stable and the candidates are in row order, so within a group the earliest row comes first
+    # and stays unmarked.
+    duplicate[candidates[within]] = same_as_previous
     return duplicate
+
+
+def _row_hashes(keys: np.ndarray) -> np.ndarray:
+    """Return a 64-bit hash of each row of an integer array (multiply-xorshift per column)."""
+    hashes = np.zeros(keys.shape[0], dtype=np.uint64)
+    for column in keys.T:
+        hashes ^= column.astype(np.uint64)
+        hashes *= np.uint64(0x9E3779B97F4A7C15)
+        hashes ^= hashes >> np.uint64(29)
+    return hashes
 
 
 def check_class_imbalance(counts: Mapping[str, int], *, split: str, ratio: float = DEFAULT_IMBALANCE_RATIO,

@@ -1,18 +1,22 @@
 """Columnar view of a COCO annotation file: one numpy array per field, for vectorised statistics and checks.
 
-`load_coco_table` cuts the polygon coordinates out of the JSON text and parses them with numpy, parses the rest
-with orjson, and turns the per-annotation dicts into arrays (ids, boxes, areas, categories, crowd flags,
-segmentation kind, polygon area). Statistics and checks then run as numpy operations. benchmarks/README.md has
-the time and memory on a file of COCO-train size. COCO panoptic files are flattened the same way: one row per
-segment.
+`load_coco_table` cuts the polygon coordinates out of the JSON text and reads them with vectorised byte
+operations, or with numpy's float parser for unusual number forms. orjson parses the rest, and the
+per-annotation dicts become arrays (ids, boxes, areas, categories, crowd flags, segmentation kind, polygon area).
+Statistics and checks then run as numpy operations. benchmarks/README.md has the time and memory on a file of
+COCO-train size. COCO panoptic files are flattened the same way: one row per segment.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import logging
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +42,24 @@ _SEGMENTATION_KEY = b'"segmentation":'
 # COCO never stores a number as a segmentation, so this marks "polygon list kept aside".
 _POLYGON_MARKER_VALUE = -7
 _POLYGON_MARKER = b'"segmentation":-7'
+_SEGMENTATION_PATTERN = re.compile(re.escape(_SEGMENTATION_KEY))
 
 # Polygons are processed in chunks of this many annotations, so temporary coordinate arrays stay small.
 _POLYGON_CHUNK = 50_000
-# Polygon texts are parsed in chunks of this many annotations (about 10 MB of text at COCO's polygon sizes).
+# Polygon areas are computed in chunks of this many annotations (about 10 MB of text at COCO's polygon sizes).
 _TEXT_CHUNK = 20_000
+# Polygon texts of plain decimals are read in slices of this many annotations (about 2 MB of text).
+_PARSE_CHUNK = 4_000
+# Plain decimals with at most this many digits are exact integers in float64 (below 2**53).
+_MAX_EXACT_DIGITS = 15
+# float(10**k) is exact for k <= 22; the numbers have at most _MAX_EXACT_DIGITS decimals.
+_POWERS_OF_TEN = np.array([float(10**k) for k in range(_MAX_EXACT_DIGITS + 1)])
+_BRACKETS_TO_PARENTHESES = bytes.maketrans(b"[]", b"()")
+_SPECIAL_BYTE = np.zeros(256, dtype=bool)
+_SPECIAL_BYTE[list(b"(),-.")] = True
+_NON_DIGITS = b"(),-."
+# Byte scans over the whole file run in blocks of this many bytes.
+_SCAN_BLOCK = 1 << 23
 # The image folder is chosen by looking for this many of the listed files.
 _IMAGE_DIR_PROBES = 20
 
@@ -121,6 +138,18 @@ def lookup_rows(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(found, order[positions], -1)
 
 
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Return the distinct values in ascending order, as np.unique(values) does.
+
+    np.unique without return arguments hashes the values (numpy 2.3+): about 0.9 s for the 860,000 mostly
+    distinct keys of a COCO-train file, against 10 ms for this sort.
+    """
+    ordered = np.sort(values, axis=None)
+    if ordered.size < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
 def file_sha256(raw: bytes) -> str:
     """Return the hex sha256 of a file's bytes."""
     return hashlib.sha256(raw).hexdigest()
@@ -143,6 +172,29 @@ def load_coco_table(
     content_hash = file_sha256(raw)
 
     skeleton, polygon_texts = split_polygon_text(raw)
+    del raw
+    with _cyclic_gc_paused():
+        return _table_from_skeleton(path, image_dir, content_hash, skeleton, polygon_texts)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a large document is turned into objects.
+
+    orjson creates a million dicts for a COCO-train file and holds no cycles, yet each batch of new objects
+    starts a collection that walks all of them; this took about half of the parse time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _table_from_skeleton(path: Path, image_dir: str | Path | None, content_hash: str, skeleton: bytes,
+                         polygon_texts: list[bytes]) -> CocoTable:
     try:
         document = orjson.loads(skeleton)
     except orjson.JSONDecodeError as error:
@@ -150,7 +202,7 @@ def load_coco_table(
             f"annotation file {path} is not valid JSON ({error}); expected a COCO dict with "
             "'images', 'annotations' and 'categories'. Check that the file was written completely."
         ) from error
-    del raw, skeleton
+    del skeleton
     images, annotations, categories = _top_level_lists(document, path)
 
     image_columns = _image_columns(images)
@@ -393,20 +445,44 @@ def split_polygon_text(raw: bytes) -> tuple[bytes, list[bytes]]:
     most of the parse time and memory. Layouts other than "[[" right after the key (with at most one space),
     such as pretty-printed files, stay in the JSON and are parsed the ordinary way.
     """
-    pieces = raw.split(_SEGMENTATION_KEY)
-    if len(pieces) == 1:
+    # The key cannot overlap itself, so the regex finds the same occurrences as splitting on it would.
+    key_starts = np.fromiter((match.start() for match in _SEGMENTATION_PATTERN.finditer(raw)), dtype=np.int64)
+    if key_starts.size == 0:
         return raw, []
-    output = [pieces[0]]
-    texts = []
-    for piece in pieces[1:]:
-        start = 1 if piece[:1] == b" " else 0
-        end = piece.find(b"]]", start) if piece[start:start + 2] == b"[[" else -1
-        if end < 0:
-            output += (_SEGMENTATION_KEY, piece)
-            continue
-        texts.append(piece[start:end + 2])
-        output += (_POLYGON_MARKER, piece[end + 2:])
-    return b"".join(output), texts
+    characters = np.frombuffer(raw, dtype=np.uint8)
+    size = characters.size
+    list_starts = key_starts + len(_SEGMENTATION_KEY)
+    list_starts += characters[np.minimum(list_starts, size - 1)] == ord(" ")
+    # A list is cut out only when it opens with "[[" and its first "]]" comes before the next key.
+    opens = (list_starts + 1 < size) & (characters[np.minimum(list_starts, size - 1)] == ord("["))
+    opens &= characters[np.minimum(list_starts + 1, size - 1)] == ord("[")
+    closing = _double_bracket_positions(characters)
+    # `size` stands for "no "]]" after this key"; it never comes before the next key.
+    list_ends = np.append(closing, size)[np.searchsorted(closing, list_starts)]
+    cut = opens & (list_ends < np.append(key_starts[1:], size))
+    if not cut.any():
+        return raw, []
+    cut_starts, text_starts, text_ends = key_starts[cut], list_starts[cut], list_ends[cut] + 2
+
+    gap_starts = np.concatenate(([0], text_ends)).tolist()
+    gap_ends = np.append(cut_starts, size).tolist()
+    skeleton = _POLYGON_MARKER.join([raw[start:end] for start, end in zip(gap_starts, gap_ends)])
+    texts = [raw[start:end] for start, end in zip(text_starts.tolist(), text_ends.tolist())]
+    return skeleton, texts
+
+
+def _double_bracket_positions(characters: np.ndarray) -> np.ndarray:
+    """Return the positions of "]]" (overlapping ones included), scanning in blocks.
+
+    Blocks keep the comparison arrays small: a fresh array the size of the file costs more in page faults
+    than the comparison itself.
+    """
+    found = []
+    for start in range(0, characters.size, _SCAN_BLOCK):
+        block = characters[start:start + _SCAN_BLOCK + 1]
+        positions = np.flatnonzero(block[:-1] == ord("]"))
+        found.append(positions[block[positions + 1] == ord("]")] + start)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def _fill_polygon_text_columns(texts: list[bytes], segmentations: list, seg_kind: np.ndarray,
@@ -423,7 +499,7 @@ def _fill_polygon_text_columns(texts: list[bytes], segmentations: list, seg_kind
         chunk = rows[start:start + _TEXT_CHUNK]
         chunk_texts = texts[start:start + _TEXT_CHUNK]
         try:
-            areas, smallest = _areas_from_text(chunk_texts)
+            areas, smallest = _areas_from_plain_text(chunk_texts) or _areas_from_text(chunk_texts)
         except ValueError:
             # Unusual content (empty parts, stray characters): parse this chunk's texts as JSON instead.
             polygon_lists = [orjson.loads(text) for text in chunk_texts]
@@ -433,6 +509,124 @@ def _fill_polygon_text_columns(texts: list[bytes], segmentations: list, seg_kind
             areas, smallest = _polygon_areas_one_by_one(polygon_lists, seg_kind, chunk)
         shape_areas[chunk] = areas
         min_points[chunk] = smallest
+
+
+def _areas_from_plain_text(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return the areas and smallest point counts of polygon texts of plain decimals; None for other texts.
+
+    The texts are read in slices of _PARSE_CHUNK (small arrays stay in the CPU cache), and the areas are
+    computed over all of them at once: the shoelace sums, and so their last bits, depend on the chunk.
+    """
+    pieces = []
+    for start in range(0, len(texts), _PARSE_CHUNK):
+        piece = _plain_polygon_arrays(texts[start:start + _PARSE_CHUNK])
+        if piece is None:
+            return None
+        pieces.append(piece)
+    coordinates, part_lengths, parts_per_annotation = (np.concatenate(arrays) for arrays in zip(*pieces))
+    return _areas_from_arrays(coordinates, part_lengths, parts_per_annotation)
+
+
+def _plain_polygon_arrays(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Read polygon texts of plain decimals with vectorised byte operations; None for any other text.
+
+    Returns the coordinates, the number of coordinates of each part, and the number of parts of each text.
+
+    One scan finds every byte that is not a digit: brackets, commas, minus signs and dots. The brackets and
+    commas give the parts and numbers, the "-" and "." inside a number its sign and decimals, and its digits
+    are read eight at a time from one uint64 word (see `_eight_digit_values`). Numbers are [-]digits[.digits]
+    with at most 15 digits, and the result equals strtod's, bit for bit: the digits form an integer below
+    2**53 and the divisor is a power of ten below 10**16, both exact in float64, so the one division is
+    correctly rounded, as strtod is. Anything else (exponents, "+", longer numbers, empty parts, deeper
+    nesting) returns None, and the caller reads the texts with `_areas_from_text`.
+    """
+    joined = b",".join(texts)
+    if b"(" in joined or b")" in joined:
+        return None
+    # Brackets become "(" and ")", which sort below the digits as "," "-" and "." do.
+    text = joined.translate(_BRACKETS_TO_PARENTHESES, b" \t\r\n")
+    del joined
+    characters = np.frombuffer(text, dtype=np.uint8)
+    if characters.size < 4 or characters.max() > ord("9") or characters[0] != ord("(") or characters[-1] != ord(")"):
+        return None
+    special = np.flatnonzero(characters < ord("0"))
+    kinds = characters[special]
+    if not _SPECIAL_BYTE[kinds].all():
+        return None
+
+    # Delimiters are "(", ")" and ","; between two neighbours sits one number or nothing.
+    delimiter_index = np.flatnonzero(kinds <= ord(","))
+    delimiter_kinds = kinds[delimiter_index]
+    left, right = delimiter_kinds[:-1], delimiter_kinds[1:]
+    has_bytes = special[delimiter_index[1:]] > special[delimiter_index[:-1]] + 1
+    # A number sits after "(" or "," and before "," or ")"; nothing sits only in "((", "),", ",(" and "))".
+    opens_left, closes_right = left == ord("("), right == ord(")")
+    nothing_allowed = np.where(opens_left | (left == ord(",")), right == ord("("), closes_right | (right == ord(",")))
+    if not np.where(has_bytes, (left != ord(")")) & (right != ord("(")), nothing_allowed).all():
+        return None
+    depth = np.cumsum(np.where(delimiter_kinds == ord("("), 1, np.where(delimiter_kinds == ord(")"), -1, 0)))
+    if depth.max() > 2 or depth.min() < 0 or depth[-1] != 0:
+        return None
+
+    gaps = np.flatnonzero(has_bytes)
+    # Numbers sit inside parts only ([[1, 2], 3, [4, 5]] is not a list of polygons).
+    if gaps.size == 0 or not (depth[gaps] == 2).all():
+        return None
+    # A part's first number follows "("; an annotation's first part follows "((".
+    part_firsts = np.flatnonzero(opens_left[gaps])
+    opens_annotation = delimiter_kinds[gaps[part_firsts] - 1] == ord("(")
+    if np.count_nonzero(opens_annotation) != len(texts):
+        return None
+    part_lengths = np.diff(np.append(part_firsts, gaps.size))
+    parts_per_annotation = np.diff(np.append(np.flatnonzero(opens_annotation), part_firsts.size))
+
+    coordinates = _decimal_values(text, special, kinds, delimiter_index[gaps], delimiter_index[gaps + 1])
+    if coordinates is None:
+        return None
+    return coordinates, part_lengths, parts_per_annotation
+
+
+def _decimal_values(text: bytes, special: np.ndarray, kinds: np.ndarray, before: np.ndarray,
+                    after: np.ndarray) -> np.ndarray | None:
+    """Return the numbers between the special bytes special[before[i]] and special[after[i]] as float64.
+
+    Returns None unless every number is [-]digits[.digits] with at most 15 digits. The only special bytes
+    between the two delimiters are the number's "-" (first) and "." (last).
+    """
+    start, end = special[before] + 1, special[after]
+    inside = after - before - 1
+    last_kind = kinds[after - 1]
+    has_dot = (inside > 0) & (last_kind == ord("."))
+    negative = (inside - has_dot) == 1
+    if (inside - has_dot).max() > 1 or not (kinds[before[negative] + 1] == ord("-")).all():
+        return None
+    # "-" opens the number; "." has a digit on each side.
+    if not (special[before[negative] + 1] == start[negative]).all():
+        return None
+    dots = special[after - 1][has_dot]
+    if not ((dots > start[has_dot] + negative[has_dot]) & (dots < end[has_dot] - 1)).all():
+        return None
+    digit_counts = end - start - inside
+    if digit_counts.min() < 1 or digit_counts.max() > _MAX_EXACT_DIGITS:
+        return None
+    decimals = np.zeros(start.size, dtype=np.intp)
+    decimals[has_dot] = end[has_dot] - dots - 1
+
+    # With every special byte removed, a number's digits end at its end less the special bytes before it.
+    digit_ends = end - after
+    padded = b"00000000" + text.translate(None, _NON_DIGITS)
+    # words[i] is the little-endian uint64 of padded[i:i + 8]; padded is shifted by 8, so words[digit_ends[i]]
+    # holds the last 8 digits of number i in its top bytes.
+    words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+    mantissas = _eight_digit_values(words[digit_ends], np.minimum(digit_counts, 8))
+    long_numbers = np.flatnonzero(digit_counts > 8)
+    if long_numbers.size:
+        high = _eight_digit_values(words[digit_ends[long_numbers] - 8], digit_counts[long_numbers] - 8)
+        mantissas[long_numbers] += high * np.uint64(10**8)
+    values = mantissas.astype(np.float64)
+    values /= _POWERS_OF_TEN[decimals]
+    np.negative(values, out=values, where=negative)
+    return values
 
 
 def _areas_from_text(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -463,6 +657,22 @@ def _areas_from_text(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     if coordinates.size != int(part_lengths.sum()):
         raise ValueError("polygon text has a number numpy could not read")
     return _areas_from_arrays(coordinates, part_lengths, parts_per_annotation)
+
+
+def _eight_digit_values(words: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Return the integer of the last `counts` (1 to 8) ASCII digits in each little-endian uint64 word.
+
+    Every byte of the words is a digit (the digits of the numbers before, or the "0" padding), so subtracting
+    "0" from each byte borrows nothing; the shifts then clear the low bytes, which belong to earlier numbers.
+    """
+    unused_bits = ((8 - counts) * 8).astype(np.uint64)
+    digits = ((words - np.uint64(0x3030303030303030)) >> unused_bits) << unused_bits
+    # Combine neighbouring digits into 2-digit, then 4-digit, then one 8-digit value.
+    digits = digits * np.uint64(10) + (digits >> np.uint64(8))
+    pairs_low = digits & np.uint64(0x000000FF000000FF)
+    pairs_high = (digits >> np.uint64(16)) & np.uint64(0x000000FF000000FF)
+    digits = (pairs_low * np.uint64(100 + (1000000 << 32)) + pairs_high * np.uint64(1 + (10000 << 32))) >> np.uint64(32)
+    return digits & np.uint64(0xFFFFFFFF)
 
 
 def _polygon_areas_one_by_one(polygon_lists: list, seg_kind: np.ndarray,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.data.columnar import SEG_POLYGON, SEG_RLE_COUNTS, SEG_RLE_STRING, CocoTable
+from workbench.data.columnar import SEG_POLYGON, SEG_RLE_COUNTS, SEG_RLE_STRING, CocoTable, unique_sorted
 from workbench.data.scan import FolderLayout, ImageScan, MaskScan
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _coco_classes(table: CocoTable, names: Mapping[int, str], rows: np.ndarray) 
     if table.num_annotations:
         lowest = int(table.category_ids.min())
         span = int(table.category_ids.max()) - lowest + 1
-        keys = np.unique((rows + 1) * span + (table.category_ids - lowest))
+        keys = unique_sorted((rows + 1) * span + (table.category_ids - lowest))
         class_ids, image_counts = np.unique(keys % span + lowest, return_counts=True)
         images_by_id = dict(zip(class_ids.tolist(), image_counts.tolist()))
     thing = {int(c["id"]): bool(c.get("isthing", 1)) for c in table.categories if isinstance(c.get("id"), int)}
