@@ -63,6 +63,8 @@ class Detection:
     category_id: int | None = None
     # COCO RLE {"size": [height, width], "counts": str}, for instance segmentation.
     mask: dict[str, Any] | None = None
+    # Ground truth only: a COCO crowd region, which matching and COCO evaluation treat as an ignore region.
+    iscrowd: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,8 @@ class DetectionPrediction:
     ) -> DetectionPrediction:
         """Build a ground-truth "prediction" (score 1.0) from COCO annotations so the viewer draws both alike.
 
-        Each annotation needs `category_id`, `bbox` (xywh) and optionally `segmentation` (polygons or RLE).
+        Each annotation needs `category_id`, `bbox` (xywh) and optionally `segmentation` (polygons or RLE) and
+        `iscrowd`.
         """
         detections = []
         for ann in annotations:
@@ -276,6 +279,7 @@ class DetectionPrediction:
                 box_xyxy=(x, y, x + w, y + h),
                 category_id=category_id,
                 mask=segmentation_to_rle(segmentation, width=width, height=height) if segmentation else None,
+                iscrowd=bool(_field(ann, "iscrowd", 0)),
             ))
         return cls(detections=detections, width=width, height=height, model=ModelRef(uri="ground-truth"))
 
@@ -314,6 +318,9 @@ class DetectionPrediction:
             }
             if d.mask is not None:
                 item["mask"] = d.mask
+            # Written only when set, so model predictions keep the documented JSON shape.
+            if d.iscrowd:
+                item["iscrowd"] = True
             detections.append(item)
         return {
             "schema": SCHEMA,
@@ -335,6 +342,7 @@ class DetectionPrediction:
                 box_xyxy=tuple(float(v) for v in d["box_xyxy"]),  # type: ignore[arg-type]
                 category_id=None if d.get("category_id") is None else int(d["category_id"]),
                 mask=d.get("mask"),
+                iscrowd=bool(d.get("iscrowd", False)),
             )
             for d in data.get("detections", [])
         ]

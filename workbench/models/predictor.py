@@ -1,8 +1,10 @@
 """Run a model on images and return canonical predictions.
 
 `Predictor.load` accepts every model source that `workbench.models.sources` resolves. Loaded models are kept
-in a small LRU cache keyed by the resolved source, so repeated loads are free and moving an alias loads the
-model it now points at.
+in a small LRU cache keyed by the resolved source, the device and the speed settings, so repeated loads are
+free and moving an alias loads the model it now points at. Speed settings (`workbench.models.speed`) change
+the model in place (memory format), so each setting has its own cache entry and the exact fp32 model is
+never altered by a fast one.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import inspect
 import io
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -30,6 +33,16 @@ from workbench.models.predictions import (
     SemanticPrediction,
 )
 from workbench.models.sources import ResolvedSource, fetch_model_folder, hub_snapshot, resolve_source
+from workbench.models.speed import (
+    EXACT,
+    SpeedSettings,
+    forward_context,
+    model_runner,
+    outputs_to_float,
+    prepare_inputs,
+    prepare_model,
+    resolve_speed,
+)
 from workbench.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -46,14 +59,14 @@ DEFAULT_MAX_DETECTIONS = ServingSection().max_detections
 
 
 class _ModelCache:
-    """A thread-safe LRU of loaded models keyed by (resolved source, device)."""
+    """A thread-safe LRU of loaded models keyed by (resolved source, device, speed settings)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_load(self, key: tuple[str, str], load: Any) -> LoadedModel:
+    def get_or_load(self, key: tuple[str, str, str], load: Any) -> LoadedModel:
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -86,6 +99,10 @@ class Predictor:
     loaded: LoadedModel
     model_ref: ModelRef
     device: str
+    # The settings that really run: a bf16 request on hardware without bf16 arrives here as fp32.
+    speed: SpeedSettings = field(default=EXACT)
+    # Seconds spent in each phase (decode, preprocess, forward, postprocess) by the last predict call.
+    last_timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def task(self) -> str:
@@ -96,23 +113,38 @@ class Predictor:
         return self.loaded.meta
 
     @classmethod
-    def load(cls, source: str, *, settings: Settings | None = None, device: str = "auto") -> Predictor:
-        """Load (or take from the cache) the model behind a source string; see `workbench.models.sources`."""
+    def load(cls, source: str, *, settings: Settings | None = None, device: str = "auto",
+             speed: SpeedSettings | str | None = None) -> Predictor:
+        """Load (or take from the cache) the model behind a source string; see `workbench.models.sources`.
+
+        `speed` is a SpeedSettings, "exact" (the default, fp32), "fast" (bf16 and channels-last where
+        supported) or a key such as "bf16+channels_last"; see `workbench.models.speed`.
+        """
         settings = settings or load_settings()
         resolved = resolve_source(source, settings=settings)
         device = resolve_device(device)
+        speed = resolve_speed(speed, device)
 
-        loaded = _CACHE.get_or_load((resolved.cache_key, device), lambda: _load_resolved(resolved, settings, device))
-        return cls(loaded=loaded, model_ref=ModelRef(uri=source, version=_registry_version(resolved)), device=device)
+        def load() -> LoadedModel:
+            loaded = _load_resolved(resolved, settings, device)
+            prepare_model(loaded.model, speed)
+            return loaded
+
+        loaded = _CACHE.get_or_load((resolved.cache_key, device, speed.key), load)
+        return cls(loaded=loaded, model_ref=ModelRef(uri=source, version=_registry_version(resolved)), device=device,
+                   speed=speed)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, *, device: str = "auto", model_ref: ModelRef | None = None) -> Predictor:
+    def from_folder(cls, folder: str | Path, *, device: str = "auto", model_ref: ModelRef | None = None,
+                    speed: SpeedSettings | str | None = None) -> Predictor:
         """Load a local model folder without the cache (the pyfunc keeps its own model)."""
         from workbench.models.build import load_model_folder
 
         device = resolve_device(device)
+        speed = resolve_speed(speed, device)
         loaded = load_model_folder(folder, device=device)
-        return cls(loaded=loaded, model_ref=model_ref or ModelRef(uri=str(folder)), device=device)
+        prepare_model(loaded.model, speed)
+        return cls(loaded=loaded, model_ref=model_ref or ModelRef(uri=str(folder)), device=device, speed=speed)
 
     def predict(
         self,
@@ -131,16 +163,22 @@ class Predictor:
         """
         _check_predict_arguments(score_threshold=score_threshold, top_k=top_k, max_detections=max_detections,
                                  batch_size=batch_size)
+        timings = dict.fromkeys(("decode", "preprocess", "forward", "postprocess"), 0.0)
+        started = time.perf_counter()
         pictures = [_as_rgb(image, max_pixels=max_pixels) for image in images]
+        timings["decode"] = time.perf_counter() - started
         results: list[Prediction | None] = [None] * len(pictures)
 
         for indices in self._batches(pictures, batch_size):
             batch = [pictures[i] for i in indices]
-            outputs = self._forward(batch)
+            outputs = self._forward(batch, timings)
+            started = time.perf_counter()
             predictions = self._postprocess(outputs, batch, score_threshold=score_threshold, top_k=top_k,
                                             max_detections=max_detections)
+            timings["postprocess"] += time.perf_counter() - started
             for index, prediction in zip(indices, predictions, strict=True):
                 results[index] = prediction
+        self.last_timings = timings
         return [result for result in results if result is not None]
 
     def _batches(self, pictures: list[Image.Image], batch_size: int) -> list[list[int]]:
@@ -155,15 +193,26 @@ class Predictor:
             groups = list(by_size.values())
         return [group[start:start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
 
-    def _forward(self, batch: list[Image.Image]) -> Any:
-        import torch
-
+    def _forward(self, batch: list[Image.Image], timings: dict[str, float]) -> Any:
         model = self.loaded.model
+        started = time.perf_counter()
         inputs = self.loaded.processor(images=batch, return_tensors="pt")
         accepted = _forward_parameters(model)
         tensors = {k: v.to(self.device) for k, v in inputs.items() if k in accepted and hasattr(v, "to")}
-        with torch.inference_mode():
-            return model(**tensors)
+        tensors = prepare_inputs(tensors, self.speed)
+        timings["preprocess"] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        with forward_context(self.speed, self.device):
+            outputs = model_runner(model, self.speed)(**tensors)
+        outputs = outputs_to_float(outputs) if self.speed.precision != "fp32" else outputs
+        if self.device.startswith("cuda"):
+            # CUDA runs asynchronously; without a sync the forward time would land in post-processing.
+            import torch
+
+            torch.cuda.synchronize()
+        timings["forward"] += time.perf_counter() - started
+        return outputs
 
     def _postprocess(self, outputs: Any, batch: list[Image.Image], *, score_threshold: float, top_k: int,
                      max_detections: int) -> list[Prediction]:
