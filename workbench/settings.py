@@ -34,6 +34,8 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     # MLflow tracking and registry URI; empty means the SQLite store in the home folder.
     tracking_uri: str = ""
+    # Allow image URLs that resolve to private, loopback or link-local addresses (cloud metadata stays blocked).
+    allow_private_urls: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -80,5 +82,6 @@ def load_settings(**overrides: object) -> Settings:
         max_image_pixels=int(env.get("WORKBENCH_MAX_IMAGE_PIXELS", str(Settings.max_image_pixels))),
         max_image_bytes=int(env.get("WORKBENCH_MAX_IMAGE_BYTES", str(Settings.max_image_bytes))),
         tracking_uri=env.get("WORKBENCH_TRACKING_URI", ""),
+        allow_private_urls=env.get("WORKBENCH_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true", "yes"),
     )
     return settings.with_overrides(**overrides)
