@@ -38,7 +38,7 @@ SECTIONS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
 TASK_DATA_FORMATS: dict[str, tuple[str, ...]] = {
     "classification": ("imagefolder",),
     "detection": ("coco",),
-    "semantic": ("mask_folder",),
+    "semantic": ("mask_folder", "coco"),
     "instance": ("coco",),
     "panoptic": ("coco_panoptic",),
 }
@@ -744,6 +744,10 @@ def effective_data_format(config: TrainingConfig) -> str:
     data = config.data
     if data.format:
         return data.format
+    masks_folder = data.train_annotations and not data.train_annotations.lower().endswith(".json")
+    if config.model.task == "semantic" and masks_folder:
+        # A semantic dataset's train_annotations may be its masks folder.
+        return "mask_folder"
     uses_json = data.train_annotations or data.train_path.lower().endswith(".json")
     if config.model.task == "panoptic" and uses_json:
         return "coco_panoptic"
@@ -757,7 +761,9 @@ def _format_hint(data_format: str) -> str:
         "imagefolder": "set data.train_path to an ImageFolder root (one sub-folder per class) and leave "
                        "data.train_annotations empty",
         "coco": "set data.train_path to the image folder and data.train_annotations to the COCO JSON",
-        "mask_folder": "set data.format to mask_folder and data.train_path to the image and mask folders",
+        "mask_folder": "set data.format to mask_folder, data.train_path to the image folder and "
+                       "data.train_annotations to the masks folder (or data.train_path to a root with images/ "
+                       "and masks/)",
         "coco_panoptic": "set data.format to coco_panoptic and data.train_annotations to the panoptic JSON",
     }[data_format]
 
@@ -780,7 +786,10 @@ def _path_issues(config: TrainingConfig, data_format: str) -> list[ValidationIss
             f"data.train_annotations is empty, but {data_format} needs it; set it to the COCO JSON of the "
             "training images",
         ))
-    if data.train_annotations:
+    if data.train_annotations and data_format == "mask_folder":
+        issues.extend(_missing_path("data.train_annotations", data.train_annotations,
+                                    "the masks folder of the training images"))
+    elif data.train_annotations:
         issues.extend(_missing_path("data.train_annotations", data.train_annotations,
                                     "the COCO annotation JSON of the training images", want_file=True))
     if needs_annotations and data.val_path and not data.val_annotations:
@@ -789,7 +798,10 @@ def _path_issues(config: TrainingConfig, data_format: str) -> list[ValidationIss
             f"data.val_path is set but data.val_annotations is empty, and {data_format} needs both; set it to "
             "the COCO JSON of the validation images",
         ))
-    if data.val_annotations:
+    if data.val_annotations and data_format == "mask_folder":
+        issues.extend(_missing_path("data.val_annotations", data.val_annotations,
+                                    "the masks folder of the validation images"))
+    elif data.val_annotations:
         issues.extend(_missing_path("data.val_annotations", data.val_annotations,
                                     "the COCO annotation JSON of the validation images", want_file=True))
     return issues

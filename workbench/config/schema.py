@@ -23,7 +23,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 # Tasks whose training is implemented end to end.
-TRAINABLE_TASKS: tuple[str, ...] = ("classification", "detection")
+TRAINABLE_TASKS: tuple[str, ...] = ("classification", "detection", "semantic", "instance", "panoptic")
 
 DATA_FORMATS: tuple[str, ...] = ("imagefolder", "coco", "mask_folder", "coco_panoptic")
 
@@ -50,9 +50,10 @@ class ModelSection(_Section):
 class DataSection(_Section):
     # Dataset layout; empty means detected from the paths (a .json file is COCO, a folder ImageFolder).
     format: Literal["", "imagefolder", "coco", "mask_folder", "coco_panoptic"] = ""
-    # Training images: an ImageFolder root or the image folder of a COCO set.
+    # Training images: an ImageFolder root, the image folder of a COCO set, or the image folder of a mask
+    # folder set (or its root holding images/ and masks/ when train_annotations is empty).
     train_path: str = ""
-    # COCO annotation file of the training split.
+    # COCO annotation file of the training split, or the masks folder of a mask folder set.
     train_annotations: str = ""
     # Validation images and annotations; empty means a random split of the training set.
     val_path: str = ""
@@ -65,6 +66,10 @@ class DataSection(_Section):
     keep_empty_images: bool = True
     # Label value ignored by the loss and the metrics (semantic segmentation).
     ignore_index: int = Field(default=255, ge=0, le=65535)
+    # Stored mask value -> class id, applied before ignore_index (semantic segmentation). Records what a value
+    # outside the classes means: {255: 1} makes 255 the foreground of 0/255 binary masks, and {255: 255}
+    # confirms that 255 means ignore.
+    mask_value_map: dict[int, int] = Field(default_factory=dict)
     # DataLoader worker processes.
     num_workers: int = Field(default=0, ge=0, le=64)
     # Random horizontal flip during training.

@@ -66,6 +66,14 @@ def load_splits(config: TrainingConfig, *, max_pixels: int) -> DataSplits:
         return _classification_splits(config, max_pixels=max_pixels)
     if task == "detection" and data_format == "coco":
         return _detection_splits(config, max_pixels=max_pixels)
+    if task == "semantic":
+        from workbench.training.semantic import build_semantic_splits
+
+        return build_semantic_splits(config, max_pixels=max_pixels)
+    if task in ("instance", "panoptic"):
+        from workbench.training.masks import load_mask_splits
+
+        return load_mask_splits(config, max_pixels=max_pixels)
     raise ConfigError(
         f"training a {task} model from data.format {data_format!r} is not supported; classification trains "
         "from an ImageFolder root and detection from a COCO JSON (data.train_annotations)"
@@ -394,6 +402,14 @@ class DetectionDataset(_DecodingDataset):
 def build_datasets(splits: DataSplits, processor: Any, config: TrainingConfig, *,
                    max_pixels: int) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset | None]:
     """Wrap the split samples in torch datasets; only the training set is flipped."""
+    if splits.task == "semantic":
+        from workbench.training.semantic import build_semantic_datasets
+
+        return build_semantic_datasets(splits, processor, config, max_pixels=max_pixels)
+    if splits.task in ("instance", "panoptic"):
+        from workbench.training.masks import build_mask_datasets
+
+        return build_mask_datasets(splits, processor, config, max_pixels=max_pixels)
     dataset_class = ClassificationDataset if splits.task == "classification" else DetectionDataset
     options = {"max_pixels": max_pixels, "skip_invalid": config.data.skip_invalid_images}
     train = dataset_class(splits.train, processor, flip=config.data.horizontal_flip, **options)

@@ -164,6 +164,15 @@ def _build_trainer(config: TrainingConfig, settings: Settings, splits: DataSplit
     if splits.task == "classification":
         return WorkbenchTrainer(**common, data_collator=collate_classification,
                        compute_metrics=classification_compute_metrics(len(splits.id2label)))
+    if splits.task == "semantic":
+        from workbench.training.semantic import build_semantic_trainer
+
+        return build_semantic_trainer(common, splits, config, report_dir=run_dir if world.is_main else None,
+                                      mlflow_client=tracker.client if tracker else None, run_id=run_id)
+    if splits.task in ("instance", "panoptic"):
+        from workbench.training.masks import build_mask_trainer
+
+        return build_mask_trainer(common, splits, loaded)
     return DetectionTrainer(
         **common,
         data_collator=make_detection_collate(pass_pixel_mask=model_takes_pixel_mask(loaded.model)),
