@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,8 +31,27 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory) -> str:
-    with running_app(tmp_path_factory.mktemp("app") / "home") as url:
+    # The image server for /predict_url listens on 127.0.0.1, which the URL rules reject unless allowed.
+    with running_app(tmp_path_factory.mktemp("app") / "home",
+                     extra_env={"WORKBENCH_ALLOW_PRIVATE_URLS": "1"}) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def image_server(shared_data) -> str:
+    """Serve ../shared/data over HTTP on 127.0.0.1 and yield its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(shared_data))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class names it so
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +79,8 @@ def test_page_is_served(app_url):
 def test_api_names_are_stable(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
 
-    expected = {"/train", "/run_status", "/register", "/predict", "/cancel_run", "/resume_run", "/continue_run",
-                "/list_runs", "/list_versions", "/set_alias", "/run_logs"}
+    expected = {"/train", "/run_status", "/register", "/predict", "/predict_url", "/predict_batch", "/cancel_run",
+                "/resume_run", "/continue_run", "/list_runs", "/list_versions", "/set_alias", "/run_logs"}
     assert expected <= names
     assert not [name for name in names if name.startswith("/lambda")]
 
@@ -119,6 +142,82 @@ def test_predict_uses_upright_exif_size(client, models, photo, tmp_path):
     assert prediction["image"] == {"width": 300, "height": 400}
     with Image.open(image_file) as annotated:
         assert annotated.size == (300, 400)
+
+
+def test_predict_batch_returns_client_side_files(client, models, shared_data):
+    files = [shared_data / "imagefolder_real" / "dog" / "mmpretrain_dog.jpg",
+             shared_data / "odd_images" / "corrupt" / "truncated_jpeg.jpg",
+             Path(__file__).resolve().parent.parent / "examples" / "coco_pets" / "images" / "mmcv_color.jpg"]
+
+    predictions, coco_file, zip_file = client.predict(
+        [handle_file(str(path)) for path in files], str(models["detection"]), 0.0, api_name="/predict_batch")
+
+    assert [entry["file"] for entry in predictions["images"]] == [path.name for path in files]
+    assert predictions["images"][0]["prediction"]["image"] == {"width": 500, "height": 374}
+    assert "truncated" in predictions["images"][1]["error"]
+    # gradio_client downloads the files, so they open on the client side under its own folder.
+    for returned in (coco_file, zip_file):
+        assert Path(returned).is_file()
+        assert "cv-workbench" not in Path(returned).parts
+    with zipfile.ZipFile(zip_file) as archive:
+        assert json.loads(archive.read("predictions.json")) == predictions
+        assert archive.read("coco_results.json") == Path(coco_file).read_bytes()
+        assert "annotated/mmpretrain_dog.png" in archive.namelist()
+    coco = json.loads(Path(coco_file).read_text())
+    assert {entry["category_id"] for entry in coco} <= {1, 18}
+    assert {entry["image_id"] for entry in coco} <= {1, 3}
+
+
+def test_client_predict_example_batch(app_url, models, shared_data, tmp_path, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "client_predict.py"
+    spec = importlib.util.spec_from_file_location("client_predict", script)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    cat = sorted((shared_data / "imagefolder_real" / "cat").iterdir())[0]
+    photos = [str(shared_data / "imagefolder_real" / "dog" / "mmpretrain_dog.jpg"), str(cat)]
+
+    code = example.main(example.get_args_parser().parse_args(
+        [*photos, "--url", app_url, "--model", str(models["detection"]), "--threshold", "0", "--out", str(tmp_path)]))
+
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["images"]) == 2
+    assert (tmp_path / "batch.zip").is_file()
+    assert (tmp_path / "coco_results.json").is_file()
+
+
+def test_predict_url_matches_upload(client, models, image_server, photo):
+    url = f"{image_server}/imagefolder_real/dog/mmpretrain_dog.jpg"
+
+    image_file, prediction, json_file = client.predict(url, str(models["detection"]), 0.0, api_name="/predict_url")
+    _, uploaded, _ = client.predict(handle_file(str(photo)), str(models["detection"]), 0.0, api_name="/predict")
+
+    assert prediction == uploaded
+    assert json.loads(Path(json_file).read_text()) == prediction
+    with Image.open(image_file) as annotated:
+        assert annotated.size == (500, 374)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # Only http and https are fetched.
+        ("file:///etc/passwd", "only http and https"),
+        # A missing file on the image server.
+        ("{server}/no/such/photo.jpg", "404"),
+        # A text file is not an image.
+        ("{server}/README.md", "not an image"),
+        # Cloud metadata stays unreachable even with private addresses allowed.
+        ("http://169.254.169.254/latest/meta-data", "metadata"),
+    ],
+)
+def test_predict_url_rejections_are_clear(client, models, image_server, url, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(url.format(server=image_server), str(models["detection"]), 0.5, api_name="/predict_url")
+
+    assert_still_serving(client)
 
 
 def write_text_file(tmp_path: Path) -> Path:

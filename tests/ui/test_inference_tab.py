@@ -1,25 +1,41 @@
-"""Inference tab handlers in-process: one model run per Predict, re-filtering from the cached prediction."""
+"""Inference tab handlers in-process: one model run per Predict, redraws from the cached prediction only."""
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from workbench.backends.local import LocalBackend
-from workbench.errors import ImageDecodeError, ModelSourceError
+from workbench.errors import DatasetError, ImageDecodeError, ModelSourceError
 from workbench.ui.context import AppContext
-from workbench.ui.inference_tab import predict_image, refilter_prediction
+from workbench.ui.inference_batch import load_sample, sample_page
+from workbench.ui.inference_tab import predict_batch_files, predict_image, redraw, run_models
+from workbench.ui.inference_viewer import ViewOptions
 
 pytestmark = pytest.mark.slow
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COCO_PETS = REPO_ROOT / "examples" / "coco_pets" / "annotations.json"
+
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory) -> Path:
+def models(tmp_path_factory) -> dict[str, Path]:
     from workbench.models.build import tiny_model_folder
 
-    return tiny_model_folder("detr-resnet-50", {0: "person", 1: "dog"}, tmp_path_factory.mktemp("m") / "detector")
+    root = tmp_path_factory.mktemp("m")
+    return {
+        "detector": tiny_model_folder("detr-resnet-50", {0: "cat", 1: "dog"}, root / "detector",
+                                      label_to_category_id=[17, 18]),
+        # A second model folder for compare mode (tiny_model_folder may seed it to the same weights).
+        "other": tiny_model_folder("detr-resnet-50", {0: "cat", 1: "dog"}, root / "other",
+                                   label_to_category_id=[17, 18]),
+        "classifier": tiny_model_folder("resnet-18", {0: "cat", 1: "dog", 2: "landscape", 3: "vehicle"},
+                                        root / "classifier"),
+    }
 
 
 @pytest.fixture()
@@ -32,52 +48,210 @@ def photo(shared_data) -> str:
     return str(shared_data / "imagefolder_real" / "dog" / "mmpretrain_dog.jpg")
 
 
-def test_refilter_does_not_run_model(ctx, detector, photo, monkeypatch):
+def forbid_model_runs(monkeypatch) -> None:
     from workbench.models.predictor import Predictor
 
-    png, shown, json_path, state = predict_image(ctx, photo, str(detector), 0.0)
+    def fail(*args, **kwargs):
+        raise AssertionError("a view change must not run or load the model again")
+
+    monkeypatch.setattr(Predictor, "predict", fail)
+    monkeypatch.setattr(Predictor, "load", fail)
+
+
+def test_threshold_redraw_does_not_run_model(ctx, models, photo, monkeypatch):
+    png, shown, json_path, state = predict_image(ctx, photo, str(models["detector"]), 0.0)
     assert Path(png).is_file()
     assert json.loads(Path(json_path).read_text()) == shown
     everything = len(shown["detections"])
     assert everything > 0
 
-    def fail(*args, **kwargs):
-        raise AssertionError("the slider must not run the model again")
-
-    monkeypatch.setattr(Predictor, "predict", fail)
-    monkeypatch.setattr(Predictor, "load", fail)
+    forbid_model_runs(monkeypatch)
     cutoff = sorted(d["score"] for d in shown["detections"])[everything // 2]
-    new_png, kept, download, _label, _png_button, new_state = refilter_prediction(ctx, state, cutoff)
+    new_state, rendered = redraw(ctx, state, ViewOptions.from_inputs(cutoff))
 
-    assert 0 < len(kept["detections"]) < everything
-    assert all(d["score"] >= cutoff for d in kept["detections"])
-    assert new_png != png
-    assert Path(new_png).is_file()
+    assert 0 < len(rendered.json["detections"]) < everything
+    assert all(d["score"] >= cutoff for d in rendered.json["detections"])
+    assert rendered.png != png
+    assert Path(rendered.png).is_file()
     assert new_state["prediction"] == state["prediction"]
-    assert json.loads(Path(download).read_text()) == kept
+    assert json.loads(Path(rendered.json_path).read_text()) == rendered.json
 
 
-def test_downloads_go_to_separate_folders(ctx, detector, photo):
-    first = predict_image(ctx, photo, str(detector), 0.5)
-    second = predict_image(ctx, photo, str(detector), 0.5)
+def test_class_filter_and_toggles_redraw(ctx, models, photo, monkeypatch):
+    _, _, _, state = predict_image(ctx, photo, str(models["detector"]), 0.0)
+    # A random tiny detector may favour one class, so every other detection is relabelled as a cat.
+    shown = state["prediction"]
+    for index, detection in enumerate(shown["detections"]):
+        detection.update({"label_id": 0, "label": "cat", "category_id": 17} if index % 2 else
+                         {"label_id": 1, "label": "dog", "category_id": 18})
+    assert {d["label"] for d in shown["detections"]} == {"cat", "dog"}
 
-    assert Path(first[2]).parent != Path(second[2]).parent
-    assert Path(first[2]).name == "prediction.json"
+    forbid_model_runs(monkeypatch)
+    _, dogs = redraw(ctx, state, ViewOptions.from_inputs(0.0, ["dog"]))
+    _, plain = redraw(ctx, state, ViewOptions.from_inputs(0.0, ["dog"], False, False, 7, 0.2))
+
+    assert {d["label"] for d in dogs.json["detections"]} == {"dog"}
+    assert len(dogs.json["detections"]) == sum(d["label"] == "dog" for d in shown["detections"])
+    # Hiding labels and scores and widening the lines changes the pixels, not the JSON.
+    assert plain.json == dogs.json
+    assert Image.open(plain.png).tobytes() != Image.open(dogs.png).tobytes()
+
+
+def test_ground_truth_matching_colours_and_counts(ctx, monkeypatch):
+    image, truth = load_sample(ctx, str(COCO_PETS), 5)
+    assert len(truth.detections) >= 1
+    # A prediction equal to the ground truth at score 0.9, plus one box where no animal is.
+    predicted = truth.to_json_dict()
+    predicted["model"] = {"uri": "test", "version": None}
+    for detection in predicted["detections"]:
+        detection["score"] = 0.9
+    predicted["detections"].append({**predicted["detections"][0], "score": 0.8, "box_xyxy": [0.0, 0.0, 5.0, 5.0]})
+    state = {"prediction": predicted, "second_prediction": None, "sources": ["test"],
+             "image_path": _save(image, ctx), "ground_truth": truth.to_json_dict(), "labels": ["cat", "dog"]}
+    forbid_model_runs(monkeypatch)
+
+    _, overlay = redraw(ctx, state, ViewOptions.from_inputs(0.5, iou_threshold=0.5))
+    _, strict = redraw(ctx, state, ViewOptions.from_inputs(0.85, iou_threshold=0.5))
+    _, beside = redraw(ctx, state, ViewOptions.from_inputs(0.5, ground_truth_mode="side_by_side"))
+    _, hidden = redraw(ctx, state, ViewOptions.from_inputs(0.5, ground_truth_mode="hidden"))
+
+    boxes = len(truth.detections)
+    assert f"{boxes} true positives" in overlay.summary
+    assert "1 false positives" in overlay.summary
+    assert "0 missed" in overlay.summary
+    assert f"precision {boxes / (boxes + 1):.2f}" in overlay.summary
+    assert "recall 1.00" in overlay.summary
+    # The extra box scores 0.8, under a threshold of 0.85, so precision becomes perfect.
+    assert "0 false positives" in strict.summary
+    assert Image.open(beside.png).width > image.width
+    assert hidden.summary == ""
+    # Green true-positive pixels appear only when ground truth is drawn.
+    assert _has_color(overlay.png, (40, 180, 70))
+    assert not _has_color(hidden.png, (40, 180, 70))
+
+
+def test_dataset_sample_with_real_model(ctx, models):
+    image, truth = load_sample(ctx, str(COCO_PETS), 4)
+    options = ViewOptions.from_inputs(0.0)
+
+    state, rendered, info = run_models(ctx, image, sources=[str(models["detector"])], options=options,
+                                       ground_truth=truth)
+
+    assert state["ground_truth"]["detections"]
+    assert "precision" in rendered.summary
+    assert "detection on cpu" in info
+    assert Image.open(rendered.png).size == (image.width, image.height)
+
+
+def test_imagefolder_sample_shows_verdict(ctx, models, shared_data):
+    root = shared_data / "imagefolder_real"
+    image, truth = load_sample(ctx, str(root), 0)
+
+    state, rendered, _ = run_models(ctx, image, sources=[str(models["classifier"])],
+                                    options=ViewOptions.from_inputs(0.0), ground_truth=truth)
+
+    assert state["ground_truth"] == {"label": truth}
+    assert f"ground truth **{truth}**" in rendered.summary
+    assert rendered.top_classes
+
+
+def test_compare_mode_draws_both_models(ctx, models, photo, monkeypatch):
+    from workbench.data.images import decode_image
+
+    image = decode_image(photo)
+    sources = [str(models["detector"]), str(models["other"])]
+    state, rendered, info = run_models(ctx, image, sources=sources, options=ViewOptions.from_inputs(0.0))
+
+    assert rendered.second_json is not None
+    assert rendered.second_json["model"]["uri"] == sources[1]
+    assert rendered.json["model"]["uri"] == sources[0]
+    assert Image.open(rendered.png).width > 2 * image.width
+    assert [Path(p).name for p in rendered.slider] == ["model_a.png", "model_b.png"]
+    assert info.count("detection on cpu") == 2
+
+    forbid_model_runs(monkeypatch)
+    _, filtered = redraw(ctx, state, ViewOptions.from_inputs(1.0))
+    assert filtered.second_json["detections"] == []
+
+
+def test_batch_files_write_coco_and_zip(ctx, models, shared_data, tmp_path):
+    files = [str(shared_data / "imagefolder_real" / "dog" / "mmpretrain_dog.jpg"),
+             str(shared_data / "odd_images" / "corrupt" / "truncated_jpeg.jpg"),
+             str(REPO_ROOT / "examples" / "coco_pets" / "images" / "mmcv_color.jpg")]
+
+    predictions, coco_path, zip_path = predict_batch_files(ctx, files, str(models["detector"]), 0.0)
+
+    names = [entry["file"] for entry in predictions["images"]]
+    assert names == ["mmpretrain_dog.jpg", "truncated_jpeg.jpg", "mmcv_color.jpg"]
+    assert "truncated" in predictions["images"][1]["error"]
+    coco = json.loads(Path(coco_path).read_text())
+    assert coco and {entry["category_id"] for entry in coco} <= {17, 18}
+    with zipfile.ZipFile(zip_path) as archive:
+        assert json.loads(archive.read("predictions.json")) == predictions
+        assert {"annotated/mmpretrain_dog.png", "annotated/mmcv_color.png", "counts.csv"} <= set(archive.namelist())
+
+
+def test_speed_agreement_against_exact(ctx, models, photo):
+    from workbench.ui.inference_sources import agreement_markdown, measure_speed_agreement
+
+    result = measure_speed_agreement(ctx, str(models["detector"]), [photo])
+
+    assert result["exact"] == "fp32"
+    assert result["fast"] != result["exact"]
+    assert result["box_agreement"] >= 0.9
+    assert "exact boxes found again" in agreement_markdown(result)
+
+
+def test_sample_page_lists_thumbnails(ctx):
+    page = sample_page(ctx, str(COCO_PETS), 1)
+
+    assert page.pages == 1
+    assert len(page.gallery) == len(page.ids) == len(page.choices) == 7
+    assert all(Path(path).is_file() for path, _ in page.gallery)
+    assert page.ids[0] == 1
+    assert page.gallery[0][1] == "1: mmcv_color.jpg"
 
 
 @pytest.mark.parametrize(
-    ("image", "source", "error", "message"),
+    ("call", "error", "message"),
     [
         # No upload.
-        (None, "detector", ImageDecodeError, "No image uploaded"),
+        (lambda ctx, m, photo: predict_image(ctx, None, m, 0.5), ImageDecodeError, "No image uploaded"),
         # No model source.
-        ("photo", "", ModelSourceError, "No model source"),
+        (lambda ctx, m, photo: predict_image(ctx, photo, "", 0.5), ModelSourceError, "No model source"),
         # A threshold outside 0..1 (an API caller can send one).
-        ("photo", "detector", ModelSourceError, "outside 0..1"),
+        (lambda ctx, m, photo: predict_image(ctx, photo, m, 1.5), ModelSourceError, "outside 0..1"),
+        # An endpoint URL that is not http(s).
+        (lambda ctx, m, photo: predict_image(ctx, photo, "ftp://127.0.0.1:5001", 0.5), ModelSourceError,
+         "ftp://127.0.0.1:5001"),
+        # A batch with nothing in it.
+        (lambda ctx, m, photo: predict_batch_files(ctx, [], m, 0.5), ImageDecodeError, "No images given"),
+        # The speed check applies to local models only.
+        (lambda ctx, m, photo: __import__("workbench.ui.inference_sources", fromlist=["x"]).measure_speed_agreement(
+            ctx, "http://127.0.0.1:5001", [photo]), ModelSourceError, "is an endpoint"),
+        # A dataset path that does not exist.
+        (lambda ctx, m, photo: sample_page(ctx, "/nonexistent/annotations.json"), DatasetError,
+         "/nonexistent/annotations.json"),
+        # A COCO image id the dataset does not have.
+        (lambda ctx, m, photo: load_sample(ctx, str(COCO_PETS), 999), DatasetError, "image id 999"),
+        # A ground truth mode the viewer does not know.
+        (lambda ctx, m, photo: ViewOptions.from_inputs(0.5, ground_truth_mode="below"), ModelSourceError,
+         "'below'"),
     ],
 )
-def test_predict_rejects_bad_input(ctx, detector, photo, image, source, error, message):
-    threshold = 1.5 if message == "outside 0..1" else 0.5
-
+def test_bad_input_is_clear_error(ctx, models, photo, call, error, message):
     with pytest.raises(error, match=message):
-        predict_image(ctx, photo if image else None, str(detector) if source else "", threshold)
+        call(ctx, str(models["detector"]), photo)
+
+
+def _save(image: Image.Image, ctx: AppContext) -> str:
+    from workbench.ui.inference_viewer import request_folder
+
+    path = request_folder() / "input.png"
+    image.save(path)
+    return str(path)
+
+
+def _has_color(path: str, color: tuple[int, int, int]) -> bool:
+    with Image.open(path) as image:
+        return color in {pixel for _, pixel in image.convert("RGB").getcolors(maxcolors=1 << 24)}
