@@ -102,11 +102,29 @@ def test_detection_filtered(threshold: float, classes: list[object] | None, expe
     assert filtered.width == 64
 
 
-def test_classification_filtered() -> None:
-    prediction = ClassificationPrediction([ClassScore(1, "dog", 0.7), ClassScore(0, "cat", 0.3)], 640, 480)
+@pytest.mark.parametrize(
+    ("scores", "threshold", "classes", "expected"),
+    [
+        ([0.7, 0.2, 0.1], 0.5, None, [("dog", 0.7)]),  # the threshold drops the classes under it
+        ([0.7, 0.2, 0.1], 0.0, None, [("dog", 0.7), ("cat", 0.2), ("bird", 0.1)]),  # threshold 0 keeps all
+        ([0.3, 0.25, 0.2], 0.5, None, [("dog", 0.3)]),  # a low-confidence top-1 stays
+        ([0.3, 0.25, 0.2], 1.0, None, [("dog", 0.3)]),  # even at the highest threshold
+        ([0.7, 0.2, 0.1], 0.0, ["cat"], [("cat", 0.2)]),  # class filter by name
+        ([0.7, 0.2, 0.1], 0.5, ["cat", "bird"], [("cat", 0.2)]),  # best class left by the filter stays
+        ([0.7, 0.2, 0.1], 0.5, [0, 2], [("cat", 0.2)]),  # class filter by label id
+        ([0.7, 0.2, 0.1], 0.5, ["horse"], []),  # a filter matching no class empties the list
+    ],
+)
+def test_classification_filtered(scores: list[float], threshold: float, classes: list[object] | None,
+                                 expected: list[tuple[str, float]]) -> None:
+    labels = [(1, "dog"), (0, "cat"), (2, "bird")]
+    top_k = [ClassScore(label_id, label, score) for (label_id, label), score in zip(labels, scores, strict=True)]
+    prediction = ClassificationPrediction(top_k, 640, 480)
 
-    assert [c.label for c in prediction.filtered(0.5).top_k] == ["dog"]
-    assert [c.label for c in prediction.filtered(classes=["cat"]).top_k] == ["cat"]
+    filtered = prediction.filtered(threshold, classes)
+
+    assert [(c.label, c.score) for c in filtered.top_k] == expected
+    assert (filtered.width, filtered.height) == (640, 480)
 
 
 def test_classification_from_probabilities_top_k() -> None:

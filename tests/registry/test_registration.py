@@ -241,6 +241,24 @@ def test_registry_errors(call, error: type[Exception], message: str, registered_
         call(registry_settings)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: _registration().register_run_model("f" * 32, "x", settings=s),  # Register in the Registry tab
+        lambda s: _sources().resolve_source(f"runs:/{'f' * 32}/model", settings=s),  # a runs:/ model source
+    ],
+)
+def test_unknown_run_points_to_existing_places(call, registry_settings: Settings) -> None:
+    with pytest.raises(RunNotFoundError) as caught:
+        call(registry_settings)
+
+    message = str(caught.value)
+    assert "Evaluation tab" not in message
+    assert "runs table in the Training tab" in message
+    assert "/list_runs" in message
+    assert "WORKBENCH_TRACKING_URI" in message
+
+
 def test_list_registered_models(registered_detector, registered_classifier, registry_settings: Settings) -> None:
     from workbench.registry.registration import list_registered_models
 
@@ -274,6 +292,12 @@ def _registration():
     from workbench.registry import registration
 
     return registration
+
+
+def _sources():
+    from workbench.models import sources
+
+    return sources
 
 
 def test_running_run_rejected(registry_settings: Settings, tmp_path: Path) -> None:

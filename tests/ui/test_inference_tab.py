@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from PIL import Image
 
 from workbench.backends.local import LocalBackend
 from workbench.errors import DatasetError, ImageDecodeError, ModelSourceError
 from workbench.ui.context import AppContext
-from workbench.ui.inference_batch import load_sample, sample_page
-from workbench.ui.inference_tab import predict_batch_files, predict_image, redraw, run_models
-from workbench.ui.inference_viewer import ViewOptions
+from workbench.ui.inference_batch import load_sample, predict_files, sample_page
+from workbench.ui.inference_tab import build_inference_tab, predict_batch_files, predict_image, redraw, run_models
+from workbench.ui.inference_viewer import DEFAULT_THRESHOLD, ViewOptions
 
 pytestmark = pytest.mark.slow
 
@@ -242,6 +244,81 @@ def test_sample_page_lists_thumbnails(ctx):
 def test_bad_input_is_clear_error(ctx, models, photo, call, error, message):
     with pytest.raises(error, match=message):
         call(ctx, str(models["detector"]), photo)
+
+
+def test_low_confidence_classifier_keeps_top1(ctx, photo, monkeypatch):
+    # Four classes near a uniform split, as a barely trained classifier gives: none reaches the default 0.5.
+    prediction = {"schema": "workbench.prediction/1", "task": "classification",
+                  "model": {"uri": "test", "version": None}, "image": {"width": 640, "height": 480},
+                  "top_k": [{"label_id": 1, "label": "dog", "score": 0.31},
+                            {"label_id": 0, "label": "cat", "score": 0.27},
+                            {"label_id": 2, "label": "landscape", "score": 0.22}]}
+    image = Image.open(photo).convert("RGB")
+    state = {"prediction": prediction, "second_prediction": None, "sources": ["test"],
+             "image_path": _save(image, ctx), "ground_truth": None, "labels": ["cat", "dog", "landscape"]}
+    forbid_model_runs(monkeypatch)
+
+    _, shown = redraw(ctx, state, ViewOptions.from_inputs(DEFAULT_THRESHOLD))
+    _, captionless = redraw(ctx, state, ViewOptions.from_inputs(DEFAULT_THRESHOLD, show_labels=False))
+
+    assert DEFAULT_THRESHOLD == 0.5
+    assert shown.json["top_k"] == [{"label_id": 1, "label": "dog", "score": 0.31}]
+    assert json.loads(Path(shown.json_path).read_text())["top_k"] == shown.json["top_k"]
+    assert shown.top_classes == {"dog": 0.31}
+    # The top-1 caption is drawn, so the labelled image differs from the one without labels.
+    assert Image.open(shown.png).tobytes() != Image.open(captionless.png).tobytes()
+
+
+def test_source_dropdowns_get_full_width(ctx):
+    with gr.Blocks() as blocks:
+        build_inference_tab(ctx)
+    dropdowns = {block.label: block for block in blocks.blocks.values()
+                 if isinstance(block, gr.Dropdown) and block.label in ("Registered models", "Finished runs")}
+
+    assert set(dropdowns) == {"Registered models", "Finished runs"}
+    for dropdown in dropdowns.values():
+        # Not squeezed into a row beside other components.
+        assert not isinstance(dropdown.parent, gr.Row)
+        assert dropdown.min_width >= 320
+
+
+def test_upload_error_names_file_not_temp_path(ctx, models, shared_data, tmp_path, monkeypatch, caplog):
+    upload_root = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload_root))
+    # Gradio keeps an upload as <upload folder>/<content hash>/<the user's file name>.
+    upload = upload_root / ("3f" * 32) / "holiday photo.jpg"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes((shared_data / "odd_images" / "corrupt" / "truncated_jpeg.jpg").read_bytes())
+    with gr.Blocks() as blocks:
+        build_inference_tab(ctx)
+    predict = next(dependency for dependency in blocks.fns.values() if dependency.api_name == "predict")
+
+    with caplog.at_level(logging.INFO, logger="workbench.ui.errors"), pytest.raises(gr.Error) as caught:
+        predict.fn(str(upload), str(models["classifier"]), 0.5)
+
+    message = caught.value.message
+    assert "'holiday photo.jpg'" in message
+    assert "truncated" in message
+    assert str(upload_root) not in message
+    assert str(upload) in caplog.text
+
+
+def test_batch_errors_name_uploaded_file(ctx, models, shared_data, tmp_path, monkeypatch):
+    upload_root = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload_root))
+    broken = upload_root / ("a1" * 32) / "broken.jpg"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes((shared_data / "odd_images" / "corrupt" / "truncated_jpeg.jpg").read_bytes())
+    good = str(shared_data / "imagefolder_real" / "dog" / "mmpretrain_dog.jpg")
+
+    batch = predict_files(ctx, [good, str(broken)], None, str(models["classifier"]), 0.5)
+
+    error = batch.errors["broken.jpg"]
+    assert "'broken.jpg'" in error
+    assert str(upload_root) not in error
+    assert batch.rows[1][-1] == error
+    saved = json.loads(Path(batch.predictions_json).read_text())
+    assert saved["images"][1]["error"] == error
 
 
 def _save(image: Image.Image, ctx: AppContext) -> str:

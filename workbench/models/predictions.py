@@ -146,9 +146,17 @@ class ClassificationPrediction:
 
     def filtered(self, score_threshold: float = 0.0,
                  classes: Iterable[int | str] | None = None) -> ClassificationPrediction:
-        """Return a copy keeping the classes at or above the threshold and, when given, in `classes` (ids or names)."""
+        """Return a copy keeping the classes in `classes` (ids or names; None keeps all) that reach the threshold.
+
+        The best class left after the class filter is always kept, even under the threshold, because a
+        classifier always has an answer: a low top-1 score means low confidence, not "no class". The
+        threshold only drops the other entries, so the result is empty only when `classes` matches none of
+        the top-k.
+        """
         selected = _class_set(classes)
-        kept = [c for c in self.top_k if c.score >= score_threshold and _label_matches(c.label_id, c.label, selected)]
+        matching = [c for c in self.top_k if _label_matches(c.label_id, c.label, selected)]
+        # top_k is sorted best first, so the first match is the best class the filter leaves.
+        kept = matching[:1] + [c for c in matching[1:] if c.score >= score_threshold]
         return replace(self, top_k=kept)
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -211,8 +211,9 @@ def _resolve_run(uri: str, run_id: str, artifact_path: str, *, settings: Setting
         run = mlflow_client(settings).get_run(run_id)
     except MlflowException as error:
         raise RunNotFoundError(
-            f"MLflow run {run_id!r} (from {uri!r}) was not found in {settings.mlflow_tracking_uri}; check the run "
-            "id in the Evaluation tab or the tracking URI."
+            f"MLflow run {run_id!r} (from {uri!r}) was not found in {settings.mlflow_tracking_uri}. Copy the run id "
+            "from the runs table in the Training tab (or from the /list_runs API), or check the tracking URI "
+            "(--home or WORKBENCH_TRACKING_URI)."
         ) from error
 
     # A run continued from a checkpoint logs its model again, so the end time of a finished run versions the copy.

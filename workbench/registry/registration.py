@@ -334,8 +334,9 @@ def _get_run(client: Any, run_id: str, settings: Settings) -> Any:
         return client.get_run(run_id)
     except MlflowException as error:
         raise RunNotFoundError(
-            f"MLflow run {run_id!r} was not found in {settings.mlflow_tracking_uri}; copy the run id from the "
-            "Evaluation tab, or check the tracking URI (--home or WORKBENCH_TRACKING_URI)."
+            f"MLflow run {run_id!r} was not found in {settings.mlflow_tracking_uri}. Copy the run id from the runs "
+            "table in the Training tab (or from the /list_runs API), or check the tracking URI (--home or "
+            "WORKBENCH_TRACKING_URI)."
         ) from error
 
 

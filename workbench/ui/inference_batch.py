@@ -17,6 +17,7 @@ from typing import Any
 
 from workbench.errors import DatasetError, ImageDecodeError
 from workbench.ui.context import AppContext
+from workbench.ui.errors import user_facing_paths
 from workbench.ui.inference_sources import load_predictor
 from workbench.ui.inference_viewer import DOWNLOAD_ROOT, request_folder
 
@@ -70,6 +71,11 @@ def predict_files(ctx: AppContext, files: Sequence[str] | None, folder: str | No
 
     result = predict_batch(predictor, paths, score_threshold=threshold, coco=coco, progress=progress,
                            max_pixels=ctx.settings.max_image_pixels)
+    for item in result.items:
+        if item.error is not None:
+            # The log keeps the full path; the table, the toasts and the downloads name the uploaded file only.
+            logger.info("Batch image %s failed: %s", item.path, item.error)
+            item.error = user_facing_paths(item.error)
     outputs = result.write_outputs(request_folder() / "batch", max_pixels=ctx.settings.max_image_pixels)
     logger.info("Batch of %d images with %s: %d failed, outputs in %s", len(paths), source, len(result.errors),
                 outputs.folder)

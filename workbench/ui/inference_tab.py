@@ -73,10 +73,11 @@ def build_inference_tab(ctx: AppContext) -> None:
 
 def _render_source_panel(ui: dict[str, Any]) -> None:
     ui["source"] = gr.Textbox(label="Model source", placeholder=SOURCE_HELP)
-    with gr.Row():
-        ui["registered"] = gr.Dropdown(choices=[], value=None, label="Registered models", scale=3)
-        ui["runs"] = gr.Dropdown(choices=[], value=None, label="Finished runs", scale=3)
-        ui["refresh"] = gr.Button("Refresh", scale=1, size="sm")
+    # Each list gets the full width of the narrow left column, because its choices are long
+    # ("models:/name@alias" and "run name · task · model · start time") and a shared row cut them off.
+    ui["registered"] = gr.Dropdown(choices=[], value=None, label="Registered models", min_width=320)
+    ui["runs"] = gr.Dropdown(choices=[], value=None, label="Finished runs", min_width=320)
+    ui["refresh"] = gr.Button("Refresh lists", size="sm")
     with gr.Row():
         ui["speed"] = gr.Radio(SPEED_CHOICES, value="exact", label="Speed", scale=3)
         ui["measure"] = gr.Button("Measure agreement", scale=1, size="sm")

@@ -63,6 +63,20 @@ def build_registry_tab(ctx: AppContext) -> None:
         return [version_row(entry) for entry in _versions(ctx, model_name)]
 
     @handle_errors
+    def show_registered(model_name: str) -> tuple[Any, list[list[Any]]]:
+        # Runs only after a successful Register, so the name is the one just registered; the Versions dropdown
+        # may still be empty or name another model.
+        model_name = _require(model_name, "model name", "Enter a name such as shapes-detector.")
+        return (gr.Dropdown(choices=registered_model_names(ctx), value=model_name),
+                [version_row(entry) for entry in _versions(ctx, model_name)])
+
+    def show_picked_versions(model_name: str) -> Any:
+        # A cleared dropdown is not a request for versions, so it leaves the table as it is without an error.
+        if not (model_name or "").strip():
+            return gr.skip()
+        return show_versions(model_name)
+
+    @handle_errors
     def move_alias(model_name: str, version_number: str, alias_name: str) -> dict[str, Any]:
         from workbench.registry.registration import set_alias
 
@@ -71,12 +85,15 @@ def build_registry_tab(ctx: AppContext) -> None:
         alias_name = _require(alias_name, "alias", "Enter an alias such as champion or challenger.")
         return set_alias(model_name, alias_name, version_number, settings=ctx.settings).to_json_dict()
 
+    # The Versions refreshes chain on success only, so a failed Register or Set alias shows one error, not two.
     register.click(register_model, [run, name, alias], [registered_json], api_name="register",
-                   concurrency_id="registry", concurrency_limit=2)
+                   concurrency_id="registry", concurrency_limit=2
+                   ).success(show_registered, [name], [model, versions], api_visibility="private")
     set_alias_button.click(move_alias, [model, version, new_alias], [alias_json], api_name="set_alias",
-                           concurrency_id="registry", concurrency_limit=2)
-    for trigger in (show.click, model.change, set_alias_button.click, register.click):
-        trigger(show_versions, [model], [versions], api_visibility="private")
+                           concurrency_id="registry", concurrency_limit=2
+                           ).success(show_versions, [model], [versions], api_visibility="private")
+    show.click(show_versions, [model], [versions], api_visibility="private")
+    model.change(show_picked_versions, [model], [versions], api_visibility="private")
     refresh_runs.click(lambda: gr.Dropdown(choices=finished_run_choices(ctx)), None, [run], api_visibility="private")
     refresh_models.click(lambda: gr.Dropdown(choices=registered_model_names(ctx)), None, [model],
                          api_visibility="private")
