@@ -72,7 +72,7 @@ def coco_files(tmp_path: Path) -> dict[str, str]:
     ],
 )
 def test_structural_errors(text, field, line, message):
-    issues = validate_config(text)
+    issues = validate_config(text, check_paths=False)
 
     assert issues == [ValidationIssue(field, message, "error", line)]
 
@@ -106,7 +106,7 @@ def test_malformed_yaml(text, message):
 
 
 def test_several_errors_reported_together():
-    issues = validate_config("training:\n  epoch: 3\n  batch: 2\nmodel:\n  nam: x\n")
+    issues = validate_config("training:\n  epoch: 3\n  batch: 2\nmodel:\n  nam: x\n", check_paths=False)
 
     assert [issue.field for issue in issues] == ["training.epoch", "training.batch", "model.nam"]
 
@@ -303,7 +303,7 @@ def test_validate_file_reports_lines(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("# comment\ntraining:\n  epochs: 2\n  learning_rat: 0.1\n")
 
-    assert validate_config(path) == [ValidationIssue(
+    assert validate_config(path, check_paths=False) == [ValidationIssue(
         "training.learning_rat", "training.learning_rat is not a key of training; did you mean learning_rate?",
         "error", 4,
     )]
@@ -329,3 +329,174 @@ def test_validate_missing_file(tmp_path):
         f"config file '{tmp_path / 'none.yaml'}' does not exist; pass the path of a YAML file such as "
         "configs/resnet.yaml"
     )
+
+
+# A config with five independent mistakes: a missing folder, a word for a number, a negative batch size,
+# a misspelled key and a metric of another task.
+FIVE_MISTAKES_YAML = """\
+model:
+  name: resnet-18
+data:
+  train_path: /nonexistent/cats-and-dogs
+training:
+  epochs: three
+  batch_size: -4
+  learning_rat: 0.001
+  monitor_metric: map
+"""
+
+
+def test_every_issue_in_one_pass():
+    issues = validate_config(FIVE_MISTAKES_YAML)
+
+    assert issues == [
+        ValidationIssue("data.train_path", "data.train_path '/nonexistent/cats-and-dogs' does not exist; point it "
+                        "at an ImageFolder root or a COCO image folder", "error", 4),
+        ValidationIssue("training.epochs", "training.epochs: expected a number > 0 and <= 10000, got 'three'",
+                        "error", 6),
+        ValidationIssue("training.batch_size", "training.batch_size: expected an integer >= 1 and <= 4096, got -4",
+                        "error", 7),
+        ValidationIssue("training.learning_rat", "training.learning_rat is not a key of training; did you mean "
+                        "learning_rate?", "error", 8),
+        ValidationIssue("training.monitor_metric", "training.monitor_metric 'map' is not a metric of "
+                        "classification; classification logs: accuracy, f1_macro, loss", "error", 9),
+    ]
+
+
+def test_check_config_lists_every_issue():
+    with pytest.raises(ConfigError) as error:
+        check_config(FIVE_MISTAKES_YAML)
+
+    message = str(error.value)
+    assert message.startswith("the config has 5 errors:\n- line 4: data.train_path")
+    assert "- line 6: training.epochs: expected a number" in message
+    assert "- line 7: training.batch_size: expected an integer" in message
+    assert "- line 8: training.learning_rat is not a key" in message
+    assert "- line 9: training.monitor_metric 'map' is not a metric of classification" in message
+
+
+def test_task_mismatch_reported_with_type_errors():
+    issues = validate_config("model:\n  name: rt-detr-r18\n  task: classification\ntraining:\n  epochs: three\n",
+                             check_paths=False)
+
+    # The catalog's monitor_metric of rt-detr-r18 (map) is not a classification metric either.
+    assert [(issue.field, issue.line) for issue in issues] == [
+        ("model.task", 3), ("training.monitor_metric", 4), ("training.epochs", 5)]
+    assert issues[0].message.startswith("model.name 'rt-detr-r18' is a detection model, but model.task is "
+                                        "'classification'")
+
+
+def test_rejected_value_is_not_checked_again():
+    issues = validate_config("data:\n  train_path: 5\n")
+
+    assert [issue.message for issue in issues] == [
+        "data.train_path: expected a string, got 5; quote it ('5') to keep it as text"]
+
+
+def test_invalid_task_skips_task_checks():
+    issues = validate_config("model:\n  task: detecton\ntraining:\n  epochs: three\n  monitor_metric: map\n")
+
+    assert [issue.field for issue in issues] == ["model.task", "training.epochs"]
+    assert issues[0].message.endswith("got 'detecton'; did you mean detection?")
+
+
+@pytest.fixture()
+def layouts(tmp_path: Path) -> dict[str, str]:
+    """Real folders for each dataset layout: ImageFolder, mask-folder root, COCO JSON, a YAML file."""
+    for folder in ("imagefolder/cat", "imagefolder/dog", "seg/images", "seg/masks", "flat", "only_images/images"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "coco.json").write_text("{}")
+    (tmp_path / "bad.yaml").write_text("images: []\n")
+    names = ("imagefolder", "seg", "flat", "only_images", "coco.json", "bad.yaml")
+    return {name.replace(".", "_"): str(tmp_path / name) for name in names}
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "field", "message"),
+    [
+        # A semantic model pointed at an ImageFolder: no masks anywhere.
+        ({"name": "segformer-b0"}, {"train_path": "{imagefolder}"}, "data.train_path",
+         "data.train_path '{imagefolder}' has no images/ and no masks/ folder, and data.train_annotations is "
+         "empty, so it is not a semantic segmentation dataset; set data.train_path to a root holding images/ and "
+         "masks/ (masks named like the images), or set data.train_path to the image folder and "
+         "data.train_annotations to its masks folder or to a COCO annotation JSON"),
+        # A mask-folder root without its masks.
+        ({"name": "segformer-b0"}, {"train_path": "{only_images}"}, "data.train_path",
+         "data.train_path '{only_images}' has no masks/ folder, and data.train_annotations is empty, so it is not "
+         "a semantic segmentation dataset; set data.train_path to a root holding images/ and masks/ (masks named "
+         "like the images), or set data.train_path to the image folder and data.train_annotations to its masks "
+         "folder or to a COCO annotation JSON"),
+        # The validation split gets the same check.
+        ({"name": "segformer-b0"}, {"train_path": "{seg}", "val_path": "{flat}"}, "data.val_path",
+         "data.val_path '{flat}' has no images/ and no masks/ folder, and data.val_annotations is empty, so it is "
+         "not a semantic segmentation dataset; set data.val_path to a root holding images/ and masks/ (masks "
+         "named like the images), or set data.val_path to the image folder and data.val_annotations to its masks "
+         "folder or to a COCO annotation JSON"),
+        # A file where a semantic model reads a masks folder.
+        ({"name": "segformer-b0"}, {"train_path": "{flat}", "train_annotations": "{bad_yaml}"},
+         "data.train_annotations",
+         "data.train_annotations '{bad_yaml}' is a file; point it at a folder of mask PNGs named like the training "
+         "images, or at a COCO annotation JSON"),
+        # A detection model given a YAML file as its COCO file.
+        ({"name": "rt-detr-r18"}, {"train_path": "{flat}", "train_annotations": "{bad_yaml}"},
+         "data.train_annotations",
+         "data.train_annotations '{bad_yaml}' is not a .json file; point it at the COCO annotation JSON"),
+        # Instance segmentation reads COCO too.
+        ({"task": "instance"}, {"train_path": "{flat}", "train_annotations": "{bad_yaml}"},
+         "data.train_annotations",
+         "data.train_annotations '{bad_yaml}' is not a .json file; point it at the COCO annotation JSON"),
+        # Panoptic segmentation reads COCO panoptic.
+        ({"task": "panoptic"}, {"train_path": "{flat}", "train_annotations": "{bad_yaml}"},
+         "data.train_annotations",
+         "data.train_annotations '{bad_yaml}' is not a .json file; point it at the COCO panoptic annotation JSON"),
+        # The validation file gets the same check.
+        ({"name": "rt-detr-r18"}, {"train_path": "{flat}", "train_annotations": "{coco_json}", "val_path": "{flat}",
+                                   "val_annotations": "{bad_yaml}"},
+         "data.val_annotations",
+         "data.val_annotations '{bad_yaml}' is not a .json file; point it at the COCO annotation JSON"),
+        # A classifier pointed at a flat folder of images.
+        ({"name": "resnet-18"}, {"train_path": "{flat}"}, "data.train_path",
+         "data.train_path '{flat}' has no class sub-folders, so it is not an ImageFolder root; classification "
+         "reads one sub-folder of images per class (cat/001.jpg, dog/002.jpg). Point it at such a root, or pick a "
+         "model of the task your data is labelled for"),
+    ],
+)
+def test_data_layout_must_fit_task(layouts, model, data, field, message):
+    values = {key: value.format(**layouts) for key, value in data.items()}
+
+    issues = [issue for issue in validate_config({"model": model, "data": values}) if issue.severity == "error"]
+
+    assert [(issue.field, issue.message) for issue in issues] == [(field, message.format(**layouts))]
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        # Mask-folder root with images/ and masks/.
+        ({"name": "segformer-b0"}, {"train_path": "{seg}"}),
+        # Image folder and masks folder given apart.
+        ({"name": "segformer-b0"}, {"train_path": "{seg}/images", "train_annotations": "{seg}/masks"}),
+        # COCO instances rasterised to class maps.
+        ({"name": "segformer-b0"}, {"train_path": "{flat}", "train_annotations": "{coco_json}"}),
+        # An ImageFolder root.
+        ({"name": "resnet-18"}, {"train_path": "{imagefolder}"}),
+        # COCO detection.
+        ({"name": "rt-detr-r18"}, {"train_path": "{flat}", "train_annotations": "{coco_json}"}),
+        # COCO panoptic.
+        ({"task": "panoptic"}, {"train_path": "{flat}", "train_annotations": "{coco_json}"}),
+    ],
+)
+def test_fitting_layouts_have_no_errors(layouts, model, data):
+    values = {key: value.format(**layouts) for key, value in data.items()}
+
+    issues = validate_config({"model": model, "data": values})
+
+    assert [issue.message for issue in issues if issue.severity == "error"] == []
+
+
+def test_json_suffix_checked_without_paths():
+    issues = validate_config({"model": {"name": "rt-detr-r18"}, "data": {"train_annotations": "/elsewhere/a.yaml"}},
+                             check_paths=False)
+
+    assert [issue.message for issue in issues] == [
+        "data.train_annotations '/elsewhere/a.yaml' is not a .json file; point it at the COCO annotation JSON"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 
 import pytest
 from coco_test_files import box, image, write_coco
 
-from workbench.data.fixes import set_annotations_in_config, write_cleaned_copy
+from workbench.data.fixes import folder_accepts_new_files, set_annotations_in_config, write_cleaned_copy
 from workbench.errors import DatasetError
 
 
@@ -129,3 +131,82 @@ def test_image_sizes_written(shared_data, tmp_path):
     cleaned = json.loads(write_cleaned_copy(path, ["set_image_sizes"]).path.read_text())
 
     assert (cleaned["images"][0]["width"], cleaned["images"][0]["height"]) == (451, 300)
+
+
+@pytest.fixture()
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_copy_beside_original_is_readable(tmp_path, umask_022):
+    path = write_coco(tmp_path, images=[image(1)], annotations=[box(1, 1, [1, 1, 5, 5])])
+
+    result = write_cleaned_copy(path, ["drop_empty_images"], fallback_dir=tmp_path / "fallback")
+
+    assert result.path == tmp_path / "instances.cleaned.json"
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o644
+
+
+def test_copy_honours_umask(tmp_path):
+    path = write_coco(tmp_path, images=[image(1)], annotations=[])
+    previous = os.umask(0o027)
+    try:
+        result = write_cleaned_copy(path, ["drop_empty_images"])
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o640
+
+
+def test_folder_without_write_bits_uses_fallback(tmp_path, umask_022):
+    # Mode 0555 marks the folder read-only even for root, whom the OS would let write there.
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    path = write_coco(volume, images=[image(1)], annotations=[box(1, 1, [1, 1, 5, 5])])
+    volume.chmod(0o555)
+    try:
+        result = write_cleaned_copy(path, ["drop_empty_images"], fallback_dir=tmp_path / "home/datasets/cleaned")
+    finally:
+        volume.chmod(0o755)
+
+    assert result.path == tmp_path / "home/datasets/cleaned/instances.cleaned.json"
+    assert sorted(p.name for p in volume.iterdir()) == ["instances.json"]
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o644
+
+
+def test_read_only_folder_without_fallback(tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    path = write_coco(volume, images=[image(1)], annotations=[])
+    volume.chmod(0o555)
+    try:
+        with pytest.raises(DatasetError) as error:
+            write_cleaned_copy(path, ["drop_empty_images"])
+    finally:
+        volume.chmod(0o755)
+
+    assert str(error.value) == (f"folder {volume} is read-only; pass an output path or a fallback folder for the "
+                                "cleaned copy.")
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        # Owner may write.
+        (0o755, True),
+        # Only the group may write: root still counts it as writable, because a write bit is set.
+        (0o575, os.geteuid() == 0),
+        # No write bit for anyone.
+        (0o555, False),
+    ],
+)
+def test_folder_accepts_new_files(tmp_path, mode, expected):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    folder.chmod(mode)
+    try:
+        assert folder_accepts_new_files(folder) is expected
+    finally:
+        folder.chmod(0o755)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import stat
 import sys
 import types
 from pathlib import Path
@@ -58,6 +61,95 @@ def test_api_error_names_the_path(client, tmp_path):
         client.predict(train_annotations=str(tmp_path / "nope.json"), api_name="/dataset_stats")
 
     assert "nope.json not found" in str(error.value)
+
+
+@pytest.mark.slow
+def test_analyse_view_tables_have_headers(client):
+    root = str(REPO_ROOT / "examples/imagefolder_real")
+
+    outputs = client.predict("", False, 10, 255, False, root, "", "", "", "", "", api_name="/analyse_dataset_view")
+    summary, classes = outputs[1], outputs[2]
+
+    assert summary["headers"] == ["split", "images", "annotations", "classes", "images without annotations",
+                                  "crowd annotations"]
+    assert summary["data"][0][:4] == ["train", 15, 15, 4]
+    assert classes["headers"] == ["class", "train annotations", "train images"]
+    assert classes["data"] == [["cat", 3, 3], ["dog", 4, 4], ["landscape", 5, 5], ["vehicle", 3, 3]]
+    cells = [cell for table in (summary, classes) for row in table["data"] for cell in row]
+    assert all(isinstance(cell, str | int | float) for cell in cells)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api_name", ["/dataset_stats", "/dataset_findings"])
+def test_json_apis_name_their_parameters(client, api_name):
+    endpoint = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]
+    names = ["train_images", "train_annotations", "val_images", "val_annotations", "test_images",
+             "test_annotations", "format", "decode_images"]
+
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == names
+    assert [p["label"] for p in endpoint["parameters"]] == names
+    assert [p["python_type"]["type"] for p in endpoint["parameters"]] == ["str"] * 7 + ["bool"]
+    assert [r["label"] for r in endpoint["returns"]] == [api_name.removeprefix("/dataset_")]
+    assert endpoint["returns"][0]["type"] == {"type": "object", "additionalProperties": {}}
+
+
+@pytest.mark.slow
+def test_non_json_annotation_file_rejected(client, tmp_path):
+    annotations = tmp_path / "bad.yaml"
+    annotations.write_text("images: []\n")
+
+    with pytest.raises(Exception) as error:
+        client.predict(train_annotations=str(annotations), api_name="/dataset_stats")
+
+    assert (f"train annotation file '{annotations}' is not a .json file; point it at the COCO annotation JSON "
+            "(or, for semantic segmentation, at a folder of masks named like the images).") in str(error.value)
+    assert "mask folder" not in str(error.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("data_format", "kind"),
+    [
+        # A chosen COCO format reads no masks folder, so the hint leaves it out.
+        ("coco", "COCO annotation JSON"),
+        # COCO panoptic names its own JSON.
+        ("coco_panoptic", "COCO panoptic annotation JSON"),
+    ],
+)
+def test_coco_formats_reject_non_json(client, tmp_path, data_format, kind):
+    with pytest.raises(Exception) as error:
+        client.predict(train_annotations=str(tmp_path / "masks"), format=data_format, api_name="/dataset_stats")
+
+    assert f"train annotation file '{tmp_path / 'masks'}' is not a .json file; point it at the {kind}." in str(
+        error.value)
+
+
+@pytest.mark.slow
+def test_read_only_copy_goes_home(client, shared_data, settings, tmp_path):
+    source = tmp_path / "volume"
+    shutil.copytree(shared_data / "coco_real/sahi_aerial", source)
+    annotations = source / "annotations"
+    annotations.chmod(0o555)
+    try:
+        client.predict("", False, 10, 255, False, "", str(annotations / "terrain_all_coco.json"), "", "", "", "",
+                       api_name="/analyse_dataset_view")
+        message, _ = client.predict("train", ["skip_missing_images"], "", False, "data:\n  format: coco\n",
+                                    api_name="/write_cleaned_annotations")
+    finally:
+        annotations.chmod(0o755)
+
+    written = settings.resolved_home / "datasets" / "cleaned" / "terrain_all_coco.cleaned.json"
+    assert f"Wrote **{written}**" in message
+    assert "The folder of the original is read-only" in message
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~_current_umask()
+    assert sorted(p.name for p in annotations.iterdir()) == sorted(
+        p.name for p in (shared_data / "coco_real/sahi_aerial/annotations").iterdir())
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_second_analysis_reads_cache(shared_data, settings):

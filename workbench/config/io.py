@@ -251,14 +251,26 @@ def _resolve_with_issues(
 ) -> tuple[TrainingConfig | None, list[ValidationIssue]]:
     lines = key_lines or {}
     issues = _structure_issues(partial, lines)
-    if issues:
-        return None, issues
 
-    merged = _merge_with_defaults(partial)
+    # Validate the known keys even when some are unknown, so one pass reports every type and range error too.
+    merged = _merge_with_defaults(_known_keys(partial))
     try:
-        return TrainingConfig.model_validate(merged), []
+        config = TrainingConfig.model_validate(merged)
     except ValidationError as error:
-        return None, [_issue_from_pydantic(item, lines) for item in error.errors()]
+        issues += [_issue_from_pydantic(item, lines) for item in error.errors()]
+        config = None
+    return (None if issues else config), issues
+
+
+def _known_keys(partial: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return the partial config without unknown sections, unknown keys and sections that are not mappings."""
+    known: dict[str, dict[str, Any]] = {}
+    for section_name, section in partial.items():
+        if section_name not in SECTIONS or not isinstance(section, Mapping | None):
+            continue
+        keys = _section_keys(section_name)
+        known[section_name] = {key: value for key, value in (section or {}).items() if key in keys}
+    return known
 
 
 def _structure_issues(partial: Mapping[str, Any], lines: Mapping[tuple[str, ...], int]) -> list[ValidationIssue]:
@@ -472,17 +484,67 @@ def switch_model(config: TrainingConfig, name: str) -> TrainingConfig:
 def validate_config(config: ConfigInput, *, check_paths: bool = True) -> list[ValidationIssue]:
     """List every problem in a config: YAML text, a Path to a file, a partial mapping, or a TrainingConfig.
 
-    Structural problems (malformed YAML, unknown keys, wrong types or ranges) come first, and the checks
-    that need a resolved config run only when there are none. check_paths=False skips file-system checks,
-    for configs meant for another machine.
+    One pass reports unknown keys, wrong types and ranges, and the checks that need a resolved config
+    (model and task, monitor_metric, data layout and paths), in line order. Malformed YAML is the one
+    problem that stops the other checks. check_paths=False skips file-system checks, for configs meant
+    for another machine.
     """
     try:
-        resolved, issues, lines = _to_config(config)
+        partial, lines = _to_partial(config)
     except ConfigError as error:
         return [ValidationIssue("", str(error))]
-    if resolved is None:
-        return issues
-    return _semantic_issues(resolved, check_paths=check_paths, key_lines=lines)
+    if isinstance(partial, TrainingConfig):
+        resolved, issues = partial, []
+    else:
+        resolved, issues = _resolve_with_issues(partial, key_lines=lines)
+
+    rejected = {_key_of(issue.field) for issue in issues}
+    if resolved is None and not isinstance(partial, TrainingConfig):
+        resolved = _resolve_without(partial, rejected)
+    if resolved is not None:
+        semantic = _semantic_issues(resolved, check_paths=check_paths, key_lines=lines)
+        # A rejected value was replaced by its default, so a finding about that key would describe the default.
+        issues += [issue for issue in semantic if _key_of(issue.field) not in rejected]
+    return _in_line_order(issues)
+
+
+def _to_partial(config: ConfigInput) -> tuple[TrainingConfig | Mapping[str, Any], dict[tuple[str, ...], int]]:
+    """Parse YAML text or a file into a partial mapping with its key lines; pass mappings and configs through."""
+    if isinstance(config, Path):
+        config = _read_config_file(config)
+    if isinstance(config, str):
+        return _parse_partial(config), _key_lines(config)
+    return config, {}
+
+
+def _key_of(field: str) -> str:
+    """Return the section.key part of an issue's field (mlflow.tags.team -> mlflow.tags)."""
+    return ".".join(field.split(".")[:2])
+
+
+def _resolve_without(partial: Mapping[str, Any], rejected: set[str]) -> TrainingConfig | None:
+    """Resolve the config with every rejected key left at its default, or return None when that cannot help.
+
+    The checks that follow depend on the task and the model, so a rejected model.task or model.name (or a
+    model section that is not a mapping) leaves nothing reliable to check.
+    """
+    if rejected & {"model", "model.task", "model.name"}:
+        return None
+    kept = {
+        section: {key: value for key, value in values.items() if f"{section}.{key}" not in rejected}
+        for section, values in _known_keys(partial).items()
+        if section not in rejected
+    }
+    try:
+        return TrainingConfig.model_validate(_merge_with_defaults(kept))
+    except ValidationError:
+        logger.debug("config still invalid with the rejected keys %s removed", sorted(rejected))
+        return None
+
+
+def _in_line_order(issues: Sequence[ValidationIssue]) -> list[ValidationIssue]:
+    """Sort issues by YAML line, keeping the order of issues on the same line; issues without a line go last."""
+    return sorted(issues, key=lambda issue: (issue.line is None, issue.line or 0))
 
 
 def check_config(config: ConfigInput, *, check_paths: bool = True) -> TrainingConfig:
@@ -497,24 +559,10 @@ def check_config(config: ConfigInput, *, check_paths: bool = True) -> TrainingCo
         if isinstance(config, Path):
             raise ConfigError(f"{config}: {error}") from error
         raise
-    resolved, issues, _ = _to_config(config)
-    return _require(resolved, issues)
-
-
-def _to_config(
-    config: ConfigInput,
-) -> tuple[TrainingConfig | None, list[ValidationIssue], dict[tuple[str, ...], int]]:
-    """Resolve any accepted config form, returning the structural issues and the key lines of YAML text."""
-    if isinstance(config, TrainingConfig):
-        return config, [], {}
-    if isinstance(config, Path):
-        config = _read_config_file(config)
-    if isinstance(config, str):
-        lines = _key_lines(config)
-        resolved, issues = _resolve_with_issues(_parse_partial(config), key_lines=lines)
-        return resolved, issues, lines
-    resolved, issues = _resolve_with_issues(config)
-    return resolved, issues, {}
+    partial, _ = _to_partial(config)
+    if isinstance(partial, TrainingConfig):
+        return partial
+    return _require(*_resolve_with_issues(partial))
 
 
 def _require(config: TrainingConfig | None, issues: Sequence[ValidationIssue]) -> TrainingConfig:
@@ -734,6 +782,10 @@ def _data_issues(config: TrainingConfig, *, check_paths: bool) -> list[Validatio
             "remove data.train_annotations and data.val_annotations or set data.format to coco",
             "warning",
         ))
+    for field in ("data.train_annotations", "data.val_annotations"):
+        suffix_issue = _annotation_suffix_issue(field, getattr(data, field.split(".")[1]), data_format)
+        if suffix_issue is not None:
+            issues.append(suffix_issue)
     if check_paths:
         issues.extend(_path_issues(config, data_format))
     return issues
@@ -786,25 +838,79 @@ def _path_issues(config: TrainingConfig, data_format: str) -> list[ValidationIss
             f"data.train_annotations is empty, but {data_format} needs it; set it to the COCO JSON of the "
             "training images",
         ))
-    if data.train_annotations and data_format == "mask_folder":
-        issues.extend(_missing_path("data.train_annotations", data.train_annotations,
-                                    "the masks folder of the training images"))
-    elif data.train_annotations:
-        issues.extend(_missing_path("data.train_annotations", data.train_annotations,
-                                    "the COCO annotation JSON of the training images", want_file=True))
+    issues.extend(_annotation_path_issues("data.train_annotations", data.train_annotations, data_format,
+                                          images="training"))
     if needs_annotations and data.val_path and not data.val_annotations:
         issues.append(ValidationIssue(
             "data.val_annotations",
             f"data.val_path is set but data.val_annotations is empty, and {data_format} needs both; set it to "
             "the COCO JSON of the validation images",
         ))
-    if data.val_annotations and data_format == "mask_folder":
-        issues.extend(_missing_path("data.val_annotations", data.val_annotations,
-                                    "the masks folder of the validation images"))
-    elif data.val_annotations:
-        issues.extend(_missing_path("data.val_annotations", data.val_annotations,
-                                    "the COCO annotation JSON of the validation images", want_file=True))
+    issues.extend(_annotation_path_issues("data.val_annotations", data.val_annotations, data_format,
+                                          images="validation"))
+
+    if data_format not in TASK_DATA_FORMATS[config.model.task]:
+        # The data.format issue already says which layout the task needs.
+        return issues
+    for split in ("train", "val"):
+        images, annotations = getattr(data, f"{split}_path"), getattr(data, f"{split}_annotations")
+        if data_format == "imagefolder":
+            issues.extend(_imagefolder_layout_issues(f"data.{split}_path", images))
+        elif data_format == "mask_folder" and not annotations:
+            issues.extend(_mask_root_layout_issues(split, images))
     return issues
+
+
+def _annotation_path_issues(field: str, value: str, data_format: str, *, images: str) -> list[ValidationIssue]:
+    if not value or _annotation_suffix_issue(field, value, data_format):
+        return []
+    if data_format == "mask_folder":
+        return _missing_path(field, value, f"a folder of mask PNGs named like the {images} images, or at a COCO "
+                                           "annotation JSON")
+    return _missing_path(field, value, f"the COCO annotation JSON of the {images} images", want_file=True)
+
+
+def _annotation_suffix_issue(field: str, value: str, data_format: str) -> ValidationIssue | None:
+    """Reject a COCO annotation path that is not a .json file, such as a YAML file."""
+    if data_format not in ("coco", "coco_panoptic") or not value or value.lower().endswith(".json"):
+        return None
+    if Path(value).expanduser().is_dir():
+        # The path check names a folder more precisely.
+        return None
+    kind = "COCO panoptic" if data_format == "coco_panoptic" else "COCO"
+    return ValidationIssue(field, f"{field} {value!r} is not a .json file; point it at the {kind} annotation JSON")
+
+
+def _imagefolder_layout_issues(field: str, value: str) -> list[ValidationIssue]:
+    root = Path(value).expanduser()
+    if not value or not root.is_dir():
+        return []
+    if any(child.is_dir() and not child.name.startswith(".") for child in root.iterdir()):
+        return []
+    return [ValidationIssue(
+        field,
+        f"{field} {value!r} has no class sub-folders, so it is not an ImageFolder root; classification reads "
+        "one sub-folder of images per class (cat/001.jpg, dog/002.jpg). Point it at such a root, or pick a "
+        "model of the task your data is labelled for",
+    )]
+
+
+def _mask_root_layout_issues(split: str, value: str) -> list[ValidationIssue]:
+    """Check that a mask-folder root given without a masks folder holds images/ and masks/."""
+    root = Path(value).expanduser()
+    if not value or not root.is_dir():
+        return []
+    missing = [f"{name}/" for name in ("images", "masks") if not (root / name).is_dir()]
+    if not missing:
+        return []
+    field, annotations = f"data.{split}_path", f"data.{split}_annotations"
+    return [ValidationIssue(
+        field,
+        f"{field} {value!r} has no {' and no '.join(missing)} folder, and {annotations} is empty, so it is not "
+        f"a semantic segmentation dataset; set {field} to a root holding images/ and masks/ (masks named like "
+        f"the images), or set {field} to the image folder and {annotations} to its masks folder or to a COCO "
+        "annotation JSON",
+    )]
 
 
 # Prefixes of paths that live on a Databricks workspace, not on this machine.

@@ -224,7 +224,7 @@ def _table_from_skeleton(path: Path, image_dir: str | Path | None, content_hash:
     )
     if kind == "panoptic":
         table.panoptic_files = [panoptic_by_image.get(int(i), "") for i in table.image_ids]
-        table.panoptic_dir = default_panoptic_dir(path, table.panoptic_files)
+        table.panoptic_dir = default_panoptic_dir(path, table.panoptic_files, image_dir=table.image_dir)
     logger.info("Read %s: %d images, %d annotations (%s)", path, table.num_images, table.num_annotations, kind)
     return table
 
@@ -252,18 +252,15 @@ def default_image_dir(annotation_file: Path, file_names: list[str]) -> Path:
     return best
 
 
-def default_panoptic_dir(annotation_file: Path, png_names: list[str]) -> Path:
-    """Return the folder with the panoptic PNGs: ``<stem>/`` beside the JSON, or a sibling folder that contains them."""
-    probe = next((name for name in png_names if name), None)
-    folder = annotation_file.parent
-    candidates = [annotation_file.with_suffix(""), folder, folder.parent]
-    candidates += sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    candidates += sorted(p for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
-    if probe:
-        for candidate in candidates:
-            if (candidate / probe).is_file():
-                return candidate
-    return annotation_file.with_suffix("")
+def default_panoptic_dir(annotation_file: Path, png_names: list[str], *, image_dir: Path | None = None) -> Path:
+    """Return the folder with the panoptic PNGs, by the rule of `workbench.data.panoptic.load_coco_panoptic`.
+
+    The image folder is never returned, because a photo and its panoptic PNG may share a name.
+    """
+    from workbench.data.panoptic import find_mask_dir
+
+    # The annotation file itself is never a candidate folder, so it stands in for an unknown image folder.
+    return find_mask_dir(annotation_file, png_names, image_dir if image_dir is not None else annotation_file)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from workbench.data.analysis import write_atomic
 from workbench.data.columnar import default_image_dir
 from workbench.errors import ConfigError, DatasetError
 
@@ -310,7 +311,8 @@ def write_cleaned_copy(
     """Apply the named fixes to a copy of a COCO file and write it as a new file; the original is not touched.
 
     `output` defaults to ``<stem>.cleaned.json`` beside the original (``.cleaned-2.json`` and so on when taken),
-    or to `fallback_dir` when the original's folder is not writable.
+    or in `fallback_dir` when the original's folder is read-only (see `folder_accepts_new_files`). The copy
+    gets the mode 0666 less the umask (0644 under the usual umask 022), like any file the user creates.
     """
     original = Path(annotation_file).expanduser()
     requested = _check_fix_names(fixes)
@@ -331,7 +333,7 @@ def write_cleaned_copy(
     result.images_after = len(document["images"])
     result.annotations_after = len(document["annotations"])
     result.path = _output_path(original, output, fallback_dir)
-    write_atomic(result.path, orjson.dumps(document))
+    _write_shared_file(result.path, orjson.dumps(document))
     logger.info("Wrote cleaned copy %s of %s", result.path, original)
     return result
 
@@ -371,10 +373,11 @@ def _output_path(original: Path, output: str | Path | None, fallback_dir: str | 
                                "(the original is never overwritten).")
         return path
     folder = original.parent
-    if not os.access(folder, os.W_OK):
+    if not folder_accepts_new_files(folder):
         if fallback_dir is None:
-            raise DatasetError(f"folder {folder} is not writable; pass an output path or a fallback folder "
+            raise DatasetError(f"folder {folder} is read-only; pass an output path or a fallback folder "
                                "for the cleaned copy.")
+        logger.info("Folder %s is read-only; writing the cleaned copy to %s", folder, fallback_dir)
         folder = Path(fallback_dir).expanduser()
     candidate = folder / f"{original.stem}.cleaned.json"
     number = 2
@@ -382,6 +385,50 @@ def _output_path(original: Path, output: str | Path | None, fallback_dir: str | 
         candidate = folder / f"{original.stem}.cleaned-{number}.json"
         number += 1
     return candidate
+
+
+def folder_accepts_new_files(folder: str | Path) -> bool:
+    """Return whether files may be added to a folder: on a writable mount, with a write bit that applies.
+
+    The mode bits are checked even for root, which the OS lets write anywhere: a dataset folder that no
+    one may write to (such as mode 0555) is read-only on purpose, so the app leaves it alone.
+    """
+    folder = Path(folder)
+    try:
+        status = folder.stat()
+        read_only_mount = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+    if read_only_mount or not os.access(folder, os.W_OK):
+        return False
+    if not hasattr(os, "geteuid"):
+        return True
+
+    user = os.geteuid()
+    if user == 0:
+        return bool(status.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    if status.st_uid == user:
+        return bool(status.st_mode & stat.S_IWUSR)
+    if status.st_gid == os.getegid() or status.st_gid in os.getgroups():
+        return bool(status.st_mode & stat.S_IWGRP)
+    return bool(status.st_mode & stat.S_IWOTH)
+
+
+def _write_shared_file(path: Path, data: bytes) -> None:
+    """Write bytes through a temporary file and a rename, creating the file with mode 0666 less the umask.
+
+    tempfile.mkstemp would create it 0600, which hides a copy meant to be read by others.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def set_annotations_in_config(yaml_text: str, *, split: str, annotation_file: str | Path,

@@ -156,6 +156,10 @@ def _resolve_mask_dir(annotation_file: Path, png_names: list[str], image_dir: Pa
     return default
 
 
+# The same folder rule for readers that parse the JSON themselves, such as workbench.data.columnar.
+find_mask_dir = _resolve_mask_dir
+
+
 def rgb_to_segment_ids(rgb: np.ndarray) -> np.ndarray:
     """Convert an (H, W, 3) panoptic PNG array to (H, W) int64 segment ids: R + 256 G + 256^2 B."""
     rgb = np.asarray(rgb)

@@ -6,10 +6,15 @@ content, so calling both costs one analysis.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
+from gradio.context import get_blocks_context
 
 from workbench.data.analysis import AnalysisOptions, DatasetReport, DatasetSource, SplitSource, analyse_dataset
 from workbench.data.checks import DEFAULT_IMBALANCE_RATIO, SEVERITIES
@@ -112,8 +117,9 @@ def build_data_tab(ctx: AppContext) -> None:
         options = AnalysisOptions(decode_images=bool(decode_value), imbalance_ratio=float(ratio_value or DEFAULT_IMBALANCE_RATIO),
                                   ignore_index=int(ignore_value if ignore_value is not None else 255))
         callback = None if progress is None else (lambda fraction, text: progress(fraction, desc=text))
-        return analyse_dataset(source_from(format_value, *values), settings=settings, options=options,
-                               progress=callback, use_cache=bool(cache))
+        source = source_from(format_value, *values)
+        _check_annotation_suffixes(source)
+        return analyse_dataset(source, settings=settings, options=options, progress=callback, use_cache=bool(cache))
 
     @handle_errors
     def on_analyse(format_value, decode_value, ratio_value, ignore_value, cache, *values,
@@ -126,7 +132,8 @@ def build_data_tab(ctx: AppContext) -> None:
         gallery_value, page_samples, page_text, _ = _page(samples, 1, settings)
         splits = list(report.stats)
         return (
-            report, _status(report), summary_table(report.stats), class_table(report.stats),
+            report, _status(report),
+            pd.DataFrame(summary_table(report.stats)), pd.DataFrame(class_table(report.stats)),
             *[figures[name] for name in FIGURE_NAMES],
             _finding_rows(report),
             gr.update(choices=splits, value=splits[0]), gr.update(choices=fixes_for(report.findings, split=splits[0]), value=[]),
@@ -145,7 +152,7 @@ def build_data_tab(ctx: AppContext) -> None:
     @handle_errors
     def dataset_stats(train_images: str = "", train_annotations: str = "", val_images: str = "",
                       val_annotations: str = "", test_images: str = "", test_annotations: str = "",
-                      format: str = "", decode_images: bool = True) -> dict:
+                      format: str = "", decode_images: bool = True) -> dict[str, Any]:
         """Return the dataset statistics as JSON (per split, plus class and summary tables)."""
         values = (train_images, train_annotations, val_images, val_annotations, test_images, test_annotations)
         return run_analysis(format, decode_images, DEFAULT_IMBALANCE_RATIO, 255, True, values).stats_json()
@@ -153,13 +160,13 @@ def build_data_tab(ctx: AppContext) -> None:
     @handle_errors
     def dataset_findings(train_images: str = "", train_annotations: str = "", val_images: str = "",
                          val_annotations: str = "", test_images: str = "", test_annotations: str = "",
-                         format: str = "", decode_images: bool = True) -> dict:
+                         format: str = "", decode_images: bool = True) -> dict[str, Any]:
         """Return the dataset findings as JSON (errors first, each with a count, the ids involved and what to do)."""
         values = (train_images, train_annotations, val_images, val_annotations, test_images, test_annotations)
         return run_analysis(format, decode_images, DEFAULT_IMBALANCE_RATIO, 255, True, values).findings_json()
 
-    gr.api(dataset_stats, api_name="dataset_stats")
-    gr.api(dataset_findings, api_name="dataset_findings")
+    _named_api(dataset_stats, api_name="dataset_stats", output_label="stats")
+    _named_api(dataset_findings, api_name="dataset_findings", output_label="findings")
 
     @handle_errors
     def on_fix_split(report: DatasetReport | None, split: str):
@@ -175,9 +182,13 @@ def build_data_tab(ctx: AppContext) -> None:
         source = report.annotation_files.get(split)
         if not source:
             raise DatasetError(f"split {split!r} has no COCO annotation file to fix; the fixes work on COCO JSON files.")
-        result = write_cleaned_copy(source["path"], names, image_dir=source["image_dir"], output=(output or "").strip() or None,
-                                    fallback_dir=settings.cache_dir / "cleaned", max_pixels=settings.max_image_pixels)
+        output_path = (output or "").strip() or None
+        result = write_cleaned_copy(source["path"], names, image_dir=source["image_dir"], output=output_path,
+                                    fallback_dir=settings.resolved_home / "datasets" / "cleaned",
+                                    max_pixels=settings.max_image_pixels)
         message = f"Wrote **{result.path}**\n\n```\n{result.summary()}\n```"
+        if output_path is None and result.path.parent != Path(source["path"]).parent:
+            message += "\n\nThe folder of the original is read-only, so the copy is in the app's home folder."
         if apply and split in ("train", "val") and config_yaml is not None:
             yaml_text = set_annotations_in_config(yaml_text, split=split, annotation_file=result.path)
             message += f"\n\nThe Config tab now uses it as data.{split}_annotations."
@@ -225,6 +236,39 @@ def build_data_tab(ctx: AppContext) -> None:
         return image, info
 
     gallery.select(on_select, inputs=[report_state, page_state], outputs=[viewer, sample_info], api_name=False)
+
+
+def _named_api(fn: Callable[..., Any], *, api_name: str, output_label: str) -> None:
+    """Register fn with gr.api so that the API page names its inputs and output, not "1st", "2nd" and so on.
+
+    gr.api (gradio 6.x) labels its Api components by position, and it reads the return annotation without
+    evaluating it, which under ``from __future__ import annotations`` leaves the output untyped.
+    """
+    fn.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    dependency = gr.api(fn, api_name=api_name)
+
+    blocks = get_blocks_context().blocks  # type: ignore[union-attr]
+    for block_id, name in zip(dependency["inputs"], inspect.signature(fn).parameters, strict=True):
+        blocks[block_id].label = name
+    for block_id in dependency["outputs"]:
+        blocks[block_id].label = output_label
+
+
+def _check_annotation_suffixes(source: DatasetSource) -> None:
+    """Reject an annotation path that is not JSON where a COCO file is expected, naming the split and the fix.
+
+    With a COCO format chosen, any such path is wrong. When the format is detected, a path that is not a file
+    may be a masks folder, so only a file is rejected.
+    """
+    kinds = {"coco": "COCO annotation JSON", "coco_panoptic": "COCO panoptic annotation JSON",
+             "": "COCO annotation JSON (or, for semantic segmentation, at a folder of masks named like the images)"}
+    kind = kinds.get(source.format)
+    for split, paths in source.splits.items():
+        value = paths.annotations
+        if kind is None or not value or value.lower().endswith(".json"):
+            continue
+        if source.format or Path(value).expanduser().is_file():
+            raise DatasetError(f"{split} annotation file {value!r} is not a .json file; point it at the {kind}.")
 
 
 def _any(value: str | None) -> str | None:
