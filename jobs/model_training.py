@@ -6,9 +6,10 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 -m jobs.model_training --config FILE
 
 --run-id trains in an MLflow run that the caller created; --resume continues a run from its newest
-checkpoint in the same MLflow run. Without --config, --resume reads the config.yaml saved in the run folder.
-To continue a finished run for more epochs, pass ``--resume RUN_ID --override training.epochs=N``, with N
-above the epochs already trained.
+checkpoint in the same MLflow run, with the config.yaml stored in the run folder. --config is optional with
+--resume: a file that differs from the stored config is not used, and a warning names the differing keys.
+--override values apply on top of the stored config, so to continue a finished run for more epochs, pass
+``--resume RUN_ID --override training.epochs=N``, with N above the epochs already trained.
 
 On an input error the job prints one line starting with "error:", records the error in the run's
 state.json (status failed) and exits with status 2; any other failure exits with status 1.
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from workbench.backends.local import absolute_paths
 from workbench.config.io import apply_overrides, load_config
 from workbench.config.schema import TrainingConfig
 from workbench.errors import ConfigError, WorkbenchError
@@ -35,7 +37,8 @@ logger = logging.getLogger("jobs.model_training")
 def get_args_parser() -> argparse.ArgumentParser:
     """Build the command-line parser of the training job."""
     parser = argparse.ArgumentParser(prog="python -m jobs.model_training", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML training config; optional with --resume (the run's config.yaml)")
+    parser.add_argument("--config", help="YAML training config; optional with --resume, which uses the run's "
+                                         "stored config.yaml (change its values with --override)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="set one config value, such as training.epochs=3; repeat for several")
     runs = parser.add_mutually_exclusive_group()
@@ -71,20 +74,17 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _load_job_config(args: argparse.Namespace, settings: Settings) -> TrainingConfig:
-    if args.config:
-        config = load_config(args.config)
-    elif args.resume:
-        config = load_config(_saved_config_path(args.resume, settings))
-    else:
+    if args.resume:
+        from workbench.training.run import load_resume_config
+
+        return load_resume_config(args.resume, settings, config_path=args.config, overrides=args.override)
+    if not args.config:
         raise ConfigError("--config is missing; pass the YAML training config, or --resume RUN_ID to continue a run")
-    return apply_overrides(config, args.override) if args.override else config
-
-
-def _saved_config_path(run_id: str, settings: Settings) -> Path:
-    path = settings.runs_dir / run_id / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"run {run_id} has no saved config at {path}; pass --config with the run's config file")
-    return path
+    config = load_config(args.config)
+    if args.override:
+        config = apply_overrides(config, args.override)
+    # Absolute paths keep the stored config.yaml valid for a resume started from another folder.
+    return absolute_paths(config)
 
 
 def _record_early_failure(args: argparse.Namespace, settings: Settings, error: Exception) -> None:

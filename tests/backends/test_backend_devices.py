@@ -67,3 +67,38 @@ def test_cuda_visible_devices_hides_gpus(monkeypatch, visible, expected_max):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
 
     assert visible_gpu_count() == expected_max
+
+
+@pytest.mark.parametrize(
+    ("gpus", "device", "message"),
+    [
+        # The tester's case: one GPU asked for on a CPU-only machine.
+        (0, "gpu", "Device 'gpu' is not available here: no CUDA GPU is visible; choose cpu or config."),
+        # torchrun over all GPUs needs two of them.
+        (1, "all_gpus", "it needs at least 2 visible CUDA GPUs and 1 are visible; choose cpu, gpu or config."),
+        # A value that is no device at all lists the known ones.
+        (0, "tpu", "Device 'tpu' is not known; expected one of config, cpu, gpu, all_gpus. On this machine, "
+                   "choose cpu or config."),
+    ],
+)
+def test_unavailable_device_is_rejected(monkeypatch, gpus, device, message):
+    from workbench.backends import local
+
+    monkeypatch.setattr(local, "visible_gpu_count", lambda: gpus)
+
+    with pytest.raises(ConfigError) as caught:
+        local.check_device_available(device, device_choices(gpus))
+
+    assert message in str(caught.value)
+
+
+def test_submit_with_missing_gpu_starts_nothing(settings, monkeypatch):
+    from workbench.backends.local import LocalBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    backend = LocalBackend(settings)
+
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+        backend.submit_training("model: {task: classification, name: resnet-18}\n", device="gpu")
+
+    assert list(settings.runs_dir.iterdir()) == []

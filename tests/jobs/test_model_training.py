@@ -155,3 +155,54 @@ def test_torchrun_two_cpu_processes_log_one_run(tmp_path: Path, two_class_folder
     state = read_state(home / "runs" / run.info.run_id)
     assert state["status"] == "finished"
     assert state["step"] == 6
+
+
+@pytest.mark.slow
+def test_resume_uses_stored_config_and_overrides(tmp_path: Path, two_class_folder: Path) -> None:
+    home = tmp_path / "home"
+    # Four photos at batch size 2: two steps per epoch, a checkpoint at the end of each epoch.
+    config = _write_config(tmp_path / "config.yaml", two_class_folder, epochs=1, eval_strategy="epoch")
+    first = _run_job("--config", str(config), "--override", "training.epochs=2", "--home", str(home))
+    assert first.returncode == 0, first.stderr[-3000:]
+    [run] = _runs(home)
+    run_id = run.info.run_id
+    run_dir = home / "runs" / run_id
+    assert read_state(run_dir)["step"] == 4
+
+    # The file says 1 epoch, the run was started with 2: the stored 2 wins, and a warning says why.
+    same_file = _run_job("--resume", run_id, "--config", str(config), "--home", str(home))
+
+    assert same_file.returncode == 0, same_file.stderr[-3000:]
+    warning = next(line for line in same_file.stderr.splitlines() if "WARNING" in line and "--config" in line)
+    assert f"Resuming run {run_id} with its stored config" in warning
+    assert "training.epochs (stored 2, --config 1)" in warning
+    assert "--override training.epochs=1" in warning
+    state = read_state(run_dir)
+    assert state["status"] == "finished"
+    assert state["total_epochs"] == 2
+    assert state["step"] == 4
+    assert "epochs: 2" in (run_dir / "config.yaml").read_text()
+
+    # Without --config, an override raises the epochs on top of the stored config.
+    continued = _run_job("--resume", run_id, "--override", "training.epochs=3", "--home", str(home))
+
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    assert "is not used" not in continued.stderr
+    state = read_state(run_dir)
+    assert state["status"] == "finished"
+    assert state["total_epochs"] == 3
+    assert state["step"] == 6
+    stored = (run_dir / "config.yaml").read_text()
+    assert "epochs: 3" in stored
+    # The stored config names the data by absolute path, so a resume from another folder finds it.
+    assert f"train_path: {two_class_folder}" in stored
+
+
+@pytest.mark.slow
+def test_resume_without_any_config_is_clear(tmp_path: Path) -> None:
+    completed = _run_job("--resume", "0123456789abcdef", "--home", str(tmp_path / "home"), timeout=120)
+
+    assert completed.returncode == 2
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert "run 0123456789abcdef has no stored config.yaml" in last_line
+    assert "pass --config" in last_line

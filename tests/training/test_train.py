@@ -170,3 +170,31 @@ def test_detector_trains_on_coco_edge_cases(tmp_path: Path, person_images: Path,
     assert result.global_step == 2
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/checkpoint-2"]
+
+
+def test_resume_config_keeps_stored_values(tmp_path, caplog):
+    from workbench.config.io import config_to_yaml, resolve_config
+    from workbench.settings import load_settings
+    from workbench.training.run import load_resume_config
+
+    settings = load_settings(home=tmp_path / "home")
+    run_id = "5" * 32
+    stored = resolve_config({"model": {"task": "classification", "name": "resnet-18"},
+                             "training": {"epochs": 10}, "mlflow": {"run_name": "brave-fox-1"}})
+    (settings.runs_dir / run_id).mkdir(parents=True)
+    (settings.runs_dir / run_id / "config.yaml").write_text(config_to_yaml(stored))
+    given = tmp_path / "given.yaml"
+    given.write_text("model: {task: classification, name: resnet-18}\ntraining: {epochs: 5}\n")
+
+    with caplog.at_level("WARNING", logger="workbench.training.run"):
+        config = load_resume_config(run_id, settings, config_path=given)
+    [warning] = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    raised = load_resume_config(run_id, settings, overrides=["training.epochs=12"])
+
+    assert config.training.epochs == 10
+    assert config.mlflow.run_name == "brave-fox-1"
+    assert "training.epochs (stored 10, --config 5)" in warning
+    # An empty run name in the file means "let MLflow choose", so it does not count as a difference.
+    assert "run_name" not in warning
+    assert "--override training.epochs=5" in warning
+    assert raised.training.epochs == 12

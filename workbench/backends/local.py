@@ -5,7 +5,13 @@ Each run has a record folder ``<home>/runs/<run_id>/`` holding:
 - ``config.yaml``: the resolved config the job reads;
 - ``process.json``: the backend's record of the current process (pid, psutil create time, command);
 - ``train.log``: the job's stdout and stderr;
-- ``state.json``: progress that the job writes atomically (``workbench.training.state``).
+- ``state.json``: progress that the job writes atomically (``workbench.training.state``), with the job's
+  own pid and process create time.
+
+Runs started from the command line (``python -m jobs.model_training --home ...``) have no process.json: any
+folder under ``<home>/runs`` with a state.json or config.yaml is a run, followed through the pid in its
+state.json. For such runs process.json, once written, holds only the backend's notes (a cancel request, a
+crash already reported), tied to the pid they were made for.
 
 Nothing lives only in memory, so an app restarted while runs go on shows them with their true state.
 A run whose state is queued or running while its process is gone is reported as crashed.
@@ -35,7 +41,15 @@ from workbench.backends.base import (
     RunHandle,
     RunStatus,
 )
-from workbench.backends.devices import apply_device_choice, device_choices, visible_gpu_count
+from workbench.backends.devices import (
+    DEVICE_ALL_GPUS,
+    DEVICE_FROM_CONFIG,
+    DEVICE_ONE_GPU,
+    DEVICE_VALUES,
+    apply_device_choice,
+    device_choices,
+    visible_gpu_count,
+)
 from workbench.backends.preflight import check_training_data
 from workbench.config.schema import TrainingConfig
 from workbench.errors import ConfigError, RunNotFoundError, WorkbenchError
@@ -97,15 +111,41 @@ def tail_lines(path: Path, count: int) -> str:
     return "\n".join(lines[-count:])
 
 
-def process_is_alive(pid: int, create_time: float) -> bool:
-    """Tell whether `pid` still runs the process that started at `create_time` (not a zombie, not a reused pid)."""
+# Words in the command line of a training job, checked when a state.json has a pid but no create time.
+_JOB_COMMAND_MARKERS = ("jobs.model_training", "torch.distributed.run", "torchrun")
+# Fields of process.json that describe a process the backend started. A CLI run's notes never carry them.
+_LAUNCH_FIELDS = ("pid", "create_time", "command", "exit_code", "ended_at", "launched_at")
+
+
+def process_is_alive(pid: int, create_time: float | None) -> bool:
+    """Tell whether `pid` still runs the process that started at `create_time` (not a zombie, not a reused pid).
+
+    Without a create time (a state.json written before jobs recorded one), a live pid counts only when its
+    command line is a training job's, which still guards against most reused pids.
+    """
+    if pid <= 0:
+        return False
     try:
         process = psutil.Process(pid)
-        if abs(process.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S:
+        if create_time is None:
+            command = " ".join(process.cmdline())
+            if not any(marker in command for marker in _JOB_COMMAND_MARKERS):
+                return False
+        elif abs(process.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S:
             return False
         return process.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def _state_process(state: dict[str, Any]) -> tuple[int, float | None]:
+    """Return the pid and create time that a job wrote to its state.json; pid -1 when there is none."""
+    try:
+        pid = int(state.get("pid") or -1)
+    except (TypeError, ValueError):
+        pid = -1
+    create_time = state.get("pid_create_time")
+    return pid, float(create_time) if isinstance(create_time, (int, float)) else None
 
 
 class LocalBackend(Backend):
@@ -128,7 +168,9 @@ class LocalBackend(Backend):
 
     def submit_training(self, config: str | TrainingConfig, *, resume_run_id: str | None = None,
                         device: str | None = None) -> RunHandle:
-        """Validate a config and its data, create the MLflow run, and start the job process."""
+        """Validate a config, the device and the data, create the MLflow run, and start the job process."""
+        if device:
+            check_device_available(device, self.device_choices())
         parsed, warnings = validate_for_launch(config, device=device)
         for warning in warnings:
             logger.warning("Before launch: %s", warning)
@@ -205,12 +247,13 @@ class LocalBackend(Backend):
             )
 
         previous = read_json(record_dir / PROCESS_FILE) or {}
+        state = read_json(run_dir / STATE_FILE) or {}
         record = {
             "run_id": run_id,
             "pid": process.pid,
             "create_time": psutil.Process(process.pid).create_time(),
             "command": command,
-            "started_at": previous.get("started_at") or utc_now(),
+            "started_at": previous.get("started_at") or state.get("started_at") or utc_now(),
             "launched_at": utc_now(),
             "launches": int(previous.get("launches", 0)) + 1,
             "run_dir": str(run_dir),
@@ -257,7 +300,8 @@ class LocalBackend(Backend):
         # The job overwrites this once it starts; until then the run shows as queued, and an earlier
         # attempt's epoch and step stay visible.
         write_state(run_dir, run_id=run_id, status="queued", total_epochs=config.training.epochs,
-                    max_steps=config.training.max_steps, error=None, eta_seconds=None, pid=None)
+                    max_steps=config.training.max_steps, error=None, eta_seconds=None, pid=None,
+                    pid_create_time=None)
 
     def _tracking_uri(self, config: TrainingConfig | None = None) -> str:
         if config is not None and config.mlflow.tracking_uri:
@@ -299,9 +343,10 @@ class LocalBackend(Backend):
             record = self._read_record(run_id)
             run_dir = Path(record.get("run_dir") or self._runs_dir / run_id)
             state = read_json(run_dir / STATE_FILE) or {}
-            alive = process_is_alive(int(record.get("pid", -1)), float(record.get("create_time", 0.0)))
+            live = self._live_processes(record, state)
+        alive = bool(live)
         reported = str(state.get("status") or "queued")
-        true_state, error = self._decide_state(record, reported, alive, state.get("error"))
+        true_state, error = self._decide_state(record, state, reported, alive)
 
         if true_state == "crashed" and not record.get("closed_as"):
             self._close_crashed(run_id, record, error)
@@ -322,12 +367,28 @@ class LocalBackend(Backend):
             task=str(record.get("task") or ""),
             model_name=str(record.get("model_name") or ""),
             experiment_name=str(record.get("experiment_name") or ""),
-            pid=int(record["pid"]) if alive and "pid" in record else None,
+            pid=live[0][0] if live else None,
             run_dir=str(run_dir),
         )
 
-    def _decide_state(self, record: dict[str, Any], reported: str, alive: bool, error: object) -> tuple[str, str | None]:
-        message = str(error) if error else None
+    @staticmethod
+    def _live_processes(record: dict[str, Any], state: dict[str, Any]) -> list[tuple[int, float | None]]:
+        """Return the run's processes that still run: the one the backend started, then the one state.json names.
+
+        Both count because they can differ: under torchrun the state names the rank-0 worker, and a run
+        started or resumed from the command line has only the state's pid.
+        """
+        candidates: list[tuple[int, float | None]] = []
+        if "pid" in record:
+            candidates.append((int(record["pid"]), float(record.get("create_time") or 0.0)))
+        state_pid, state_create_time = _state_process(state)
+        if state_pid > 0 and all(pid != state_pid for pid, _ in candidates):
+            candidates.append((state_pid, state_create_time))
+        return [(pid, create_time) for pid, create_time in candidates if process_is_alive(pid, create_time)]
+
+    def _decide_state(self, record: dict[str, Any], state: dict[str, Any], reported: str,
+                      alive: bool) -> tuple[str, str | None]:
+        message = str(state.get("error")) if state.get("error") else None
         if reported == "finished":
             return "finished", None
         if record.get("cancel_requested_at") and not alive:
@@ -339,8 +400,9 @@ class LocalBackend(Backend):
         # The state is queued or running, but no process is left to make progress.
         exit_code = record.get("exit_code")
         reason = f"exit code {exit_code}" if exit_code is not None else "no exit code recorded"
+        pid = record.get("pid") or state.get("pid")
         return "crashed", (
-            f"The training process (pid {record.get('pid')}) ended without writing a final state ({reason}). "
+            f"The training process (pid {pid}) ended without writing a final state ({reason}). "
             "See the log tail for the cause, then Resume to continue from the last checkpoint."
         )
 
@@ -360,8 +422,7 @@ class LocalBackend(Backend):
 
     def _close_crashed(self, run_id: str, record: dict[str, Any], error: str | None) -> None:
         # Mark the MLflow run failed once, so the tracking UI does not show a dead run as running.
-        record["closed_as"] = "crashed"
-        write_json_atomic(self._runs_dir / run_id / PROCESS_FILE, record)
+        self._save_notes(run_id, record, closed_as="crashed")
         logger.warning("Run %s crashed: %s", run_id, error)
         self._terminate_mlflow_run(run_id, "FAILED")
 
@@ -379,12 +440,16 @@ class LocalBackend(Backend):
             logger.warning("Could not mark MLflow run %s as %s: %s", run_id, mlflow_status, error)
 
     def list_runs(self, *, limit: int = 200) -> list[RunStatus]:
-        """Return the runs recorded under <home>/runs, newest first, at most `limit` of them."""
+        """Return the runs under <home>/runs, started here or from the command line, newest first, at most `limit`."""
         records = []
         for folder in self._runs_dir.iterdir() if self._runs_dir.exists() else []:
-            record = read_json(folder / PROCESS_FILE)
-            if record:
-                records.append((str(record.get("started_at", "")), folder.name))
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            record = read_json(folder / PROCESS_FILE) or {}
+            state = read_json(folder / STATE_FILE) or {}
+            if record or state or (folder / CONFIG_FILE).is_file():
+                started_at = record.get("started_at") or state.get("started_at") or _modified_at(folder)
+                records.append((str(started_at), folder.name))
         records.sort(reverse=True)
         statuses = []
         for _, run_id in records[:limit]:
@@ -395,9 +460,13 @@ class LocalBackend(Backend):
         return statuses
 
     def logs(self, run_id: str, *, tail: int = 200) -> str:
-        """Return the last `tail` lines of the run's train.log."""
-        self._read_record(run_id)
-        return tail_lines(self._runs_dir / run_id / LOG_FILE, max(1, min(int(tail), 10_000)))
+        """Return the last `tail` lines of the run's train.log, or a note where a CLI run's output went."""
+        record = self._read_record(run_id)
+        path = self._runs_dir / run_id / LOG_FILE
+        if not path.exists() and "pid" not in record:
+            return ("This run was started from the command line, so its log went to that terminal; "
+                    "train.log appears here once the app resumes or continues the run.")
+        return tail_lines(path, max(1, min(int(tail), 10_000)))
 
     # ----- Cancel ---------------------------------------------------------------------------------
 
@@ -408,41 +477,48 @@ class LocalBackend(Backend):
             logger.info("Cancel of run %s ignored: it is already %s", run_id, status.state)
             return status
 
-        record_path = self._runs_dir / run_id / PROCESS_FILE
         record = self._read_record(run_id)
-        record["cancel_requested_at"] = utc_now()
-        write_json_atomic(record_path, record)
-        pid, create_time = int(record["pid"]), float(record["create_time"])
+        self._save_notes(run_id, record, cancel_requested_at=utc_now())
+        run_dir = Path(record.get("run_dir") or self._runs_dir / run_id)
+        processes = self._live_processes(record, read_json(run_dir / STATE_FILE) or {})
 
-        self._signal_group(pid, create_time, signal.SIGTERM)
-        if not self._wait_for_exit(run_id, pid, create_time, self._cancel_grace_seconds):
+        self._signal_groups(processes, signal.SIGTERM)
+        if not self._wait_for_exit(run_id, processes, self._cancel_grace_seconds):
             logger.warning("Run %s did not stop within %.0f s of SIGTERM; sending SIGKILL", run_id,
                            self._cancel_grace_seconds)
-            self._signal_group(pid, create_time, signal.SIGKILL)
-            self._wait_for_exit(run_id, pid, create_time, 5.0)
+            self._signal_groups(processes, signal.SIGKILL)
+            self._wait_for_exit(run_id, processes, 5.0)
 
-        self._mark_cancelled(run_id, Path(record.get("run_dir") or self._runs_dir / run_id))
+        self._mark_cancelled(run_id, run_dir)
         self._terminate_mlflow_run(run_id, "KILLED")
         logger.info("Cancelled run %s", run_id)
         return self.run_status(run_id)
 
-    def _signal_group(self, pid: int, create_time: float, sig: signal.Signals) -> None:
-        if not process_is_alive(pid, create_time):
-            return
-        try:
-            # The job leads its own session (start_new_session), so its group id is its pid.
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+    def _signal_groups(self, processes: list[tuple[int, float | None]], sig: signal.Signals) -> None:
+        # A second signal to a process that already got one through its group could cut its cleanup short.
+        signalled_groups: set[int] = set()
+        for pid, create_time in processes:
+            if not process_is_alive(pid, create_time):
+                continue
+            try:
+                group = os.getpgid(pid)
+                if group in signalled_groups:
+                    continue
+                # A job the backend started leads its own session (start_new_session), as does a job started
+                # from an interactive shell, so its group id is its pid. Any other process gets the signal alone.
+                if group == pid:
+                    os.killpg(pid, sig)
+                    signalled_groups.add(group)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                continue
 
-    def _wait_for_exit(self, run_id: str, pid: int, create_time: float, timeout: float) -> bool:
+    def _wait_for_exit(self, run_id: str, processes: list[tuple[int, float | None]], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._reap(run_id)
-            if not process_is_alive(pid, create_time):
+            if not any(process_is_alive(pid, create_time) for pid, create_time in processes):
                 return True
             time.sleep(0.1)
         return False
@@ -458,15 +534,52 @@ class LocalBackend(Backend):
     # ----- Records --------------------------------------------------------------------------------
 
     def _read_record(self, run_id: str) -> dict[str, Any]:
-        if not run_id or "/" in run_id or run_id.startswith("."):
+        """Return process.json of a run the backend started, or a record built from a CLI run's files."""
+        if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
             raise RunNotFoundError(f"Run id {run_id!r} is not valid; expected an MLflow run id such as 'a1b2c3...'.")
-        record = read_json(self._runs_dir / run_id / PROCESS_FILE)
-        if record is None:
+        record_dir = self._runs_dir / run_id
+        saved = read_json(record_dir / PROCESS_FILE)
+        if saved is not None and "pid" in saved:
+            return saved
+        state = read_json(record_dir / STATE_FILE)
+        if saved is None and state is None and not (record_dir / CONFIG_FILE).is_file():
             raise RunNotFoundError(
-                f"Run {run_id!r} is not known to the local backend (no {self._runs_dir / run_id / PROCESS_FILE}). "
-                "Pick a run from the runs table or /list_runs."
+                f"Run {run_id!r} is not known to the local backend: {record_dir} has no state.json, config.yaml "
+                "or process.json. Pick a run from the runs table or /list_runs."
             )
+        return self._cli_run_record(run_id, record_dir, state or {}, saved or {})
+
+    def _cli_run_record(self, run_id: str, record_dir: Path, state: dict[str, Any],
+                        saved: dict[str, Any]) -> dict[str, Any]:
+        """Build the record of a run started from the command line, from its state.json and config.yaml."""
+        config = _read_config_summary(record_dir / CONFIG_FILE)
+        record = {
+            "run_id": run_id,
+            "run_dir": str(record_dir),
+            "started_at": state.get("started_at") or "",
+            "run_name": config.get("run_name", ""),
+            "experiment_name": config.get("experiment_name", ""),
+            "task": config.get("task", ""),
+            "model_name": config.get("model_name", ""),
+            "state_pid": state.get("pid"),
+        }
+        # Notes made for an earlier process of this run (before a resume from the command line) are stale.
+        if saved.get("state_pid") == state.get("pid"):
+            record.update({key: value for key, value in saved.items() if key not in record})
         return record
+
+    def _save_notes(self, run_id: str, record: dict[str, Any], **notes: Any) -> None:
+        """Add notes (a cancel request, a reported crash) to process.json, which a CLI run may not have yet."""
+        path = self._runs_dir / run_id / PROCESS_FILE
+        record.update(notes)
+        if "pid" in record:
+            write_json_atomic(path, record)
+            return
+        saved = read_json(path) or {}
+        if saved.get("state_pid") != record.get("state_pid"):
+            saved = {}
+        saved.update(notes, run_id=run_id, state_pid=record.get("state_pid"))
+        write_json_atomic(path, {key: value for key, value in saved.items() if key not in _LAUNCH_FIELDS})
 
     def _read_config(self, run_id: str) -> TrainingConfig:
         self._read_record(run_id)
@@ -495,6 +608,25 @@ def parse_config(config: str | TrainingConfig) -> TrainingConfig:
     from workbench.config.io import config_from_yaml
 
     return config_from_yaml(config)
+
+
+def check_device_available(device: str, choices: list[tuple[str, str]]) -> None:
+    """Raise ConfigError unless `device` is one of `choices` (the (label, value) pairs this machine offers)."""
+    offered = [value for _, value in choices]
+    value = device.strip()
+    if value in offered:
+        return
+    others = [choice for choice in offered if choice != DEVICE_FROM_CONFIG]
+    hint = f"choose {', '.join(others)} or {DEVICE_FROM_CONFIG}" if others else f"choose {DEVICE_FROM_CONFIG}"
+    if value == DEVICE_ONE_GPU:
+        raise ConfigError(f"Device {device!r} is not available here: no CUDA GPU is visible; {hint}.")
+    if value == DEVICE_ALL_GPUS:
+        raise ConfigError(
+            f"Device {device!r} is not available here: it needs at least 2 visible CUDA GPUs and "
+            f"{visible_gpu_count()} are visible; {hint}."
+        )
+    known = ", ".join(DEVICE_VALUES)
+    raise ConfigError(f"Device {device!r} is not known; expected one of {known}. On this machine, {hint}.")
 
 
 def validate_for_launch(config: str | TrainingConfig, *, device: str | None = None) -> tuple[TrainingConfig, list[str]]:
@@ -537,6 +669,36 @@ def absolute_paths(config: TrainingConfig) -> TrainingConfig:
     if model.source and Path(model.source).expanduser().exists():
         model = model.model_copy(update={"source": resolve(model.source)})
     return config.model_copy(update={"data": data, "output": output, "model": model})
+
+
+def _read_config_summary(path: Path) -> dict[str, str]:
+    """Return the run name, experiment, task and model name from a stored config.yaml, without validating it."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as error:
+        logger.warning("Ignoring unreadable %s: %s", path, error)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    tracking = data.get("mlflow") if isinstance(data.get("mlflow"), dict) else {}
+    return {
+        "run_name": str(tracking.get("run_name") or ""),
+        "experiment_name": str(tracking.get("experiment_name") or ""),
+        "task": str(model.get("task") or ""),
+        "model_name": str(model.get("name") or ""),
+    }
+
+
+def _modified_at(folder: Path) -> str:
+    try:
+        return datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    except OSError:
+        return ""
 
 
 def _write_config(config: TrainingConfig, path: Path) -> None:

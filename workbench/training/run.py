@@ -8,9 +8,10 @@ registered under that name (and ``output.alias``). A failed registration leaves 
 because the model is already logged; the error is logged and reported in state.json as ``registration_error``.
 
 Resuming (``resume_run_id``) reopens the same MLflow run and run folder and continues from the newest
-checkpoint in checkpoints/, so the step count and the metric curves carry on. To continue a finished run for
-more epochs, resume it with ``training.epochs`` raised (``--override training.epochs=20``): the Trainer
-restores the step and trains until the new total.
+checkpoint in checkpoints/, so the step count and the metric curves carry on. ``load_resume_config`` builds
+the config of a resumed run: the run's stored config.yaml with the caller's overrides on top. To continue a
+finished run for more epochs, resume it with ``training.epochs`` raised (``--override training.epochs=20``):
+the Trainer restores the step and trains until the new total.
 
 Under torchrun every process runs this function. Only rank 0 talks to MLflow and writes state.json; the
 run id and folder reach the other ranks by a broadcast.
@@ -21,16 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 import transformers
 from transformers import EarlyStoppingCallback, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from workbench.config.io import check_config, config_to_dict, config_to_yaml
+from workbench.config.io import apply_overrides, check_config, config_to_dict, config_to_yaml, load_config
 from workbench.config.schema import TASK_METRICS, TRAINABLE_TASKS, TrainingConfig
 from workbench.errors import ConfigError, RunNotFoundError, WorkbenchError
 from workbench.models.build import LoadedModel, build_from_config, save_model_folder
@@ -109,6 +112,84 @@ def run_dir_for(config: TrainingConfig, settings: Settings, run_id: str) -> Path
     """Return the run folder: ``<output.dir>/<run id>`` or ``<home>/runs/<run id>``."""
     base = Path(config.output.dir).expanduser() if config.output.dir else settings.runs_dir
     return (base / run_id).resolve()
+
+
+def load_resume_config(run_id: str, settings: Settings, *, config_path: str | Path | None = None,
+                       overrides: Sequence[str] = ()) -> TrainingConfig:
+    """Build the config that resumes `run_id`: its stored config.yaml, then `overrides` on top.
+
+    The stored config is the resolved one the run trained with, so a resume keeps values such as an epoch
+    count raised by an earlier ``--override``. A `config_path` that differs from it is not used; a warning
+    names the differing keys. Without a stored config (the run stopped before it wrote one), `config_path`
+    is the base. Paths in the result are absolute. Raises ConfigError when neither config exists.
+    """
+    from workbench.backends.local import absolute_paths
+
+    file_config = absolute_paths(load_config(config_path)) if config_path else None
+    stored_path = _stored_config_path(run_id, settings, file_config)
+    if stored_path is not None:
+        base = absolute_paths(load_config(stored_path))
+        if file_config is not None:
+            _warn_about_ignored_config(run_id, stored_path, config_path, _differing_values(base, file_config))
+    elif file_config is not None:
+        logger.warning("Run %s has no stored config.yaml; resuming it with %s", run_id, config_path)
+        base = file_config
+    else:
+        raise ConfigError(
+            f"run {run_id} has no stored config.yaml in {settings.runs_dir / run_id} or in the folder its MLflow "
+            "run names; pass --config with the run's config file"
+        )
+
+    config = apply_overrides(base, overrides) if overrides else base
+    return absolute_paths(config)
+
+
+def _stored_config_path(run_id: str, settings: Settings, file_config: TrainingConfig | None) -> Path | None:
+    candidates = [settings.runs_dir / run_id / "config.yaml"]
+    if file_config is not None:
+        candidates.append(run_dir_for(file_config, settings, run_id) / "config.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    # A run with output.dir set keeps its folder elsewhere; the MLflow run's tag names it.
+    uri = (file_config.mlflow.tracking_uri if file_config is not None else "") or settings.mlflow_tracking_uri
+    folder = _run_dir_tag(run_id, uri)
+    if folder and (Path(folder) / "config.yaml").is_file():
+        return Path(folder) / "config.yaml"
+    return None
+
+
+def _run_dir_tag(run_id: str, tracking_uri: str) -> str | None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags.get(RUN_DIR_TAG)
+    except MlflowException as error:
+        logger.info("Run %s has no MLflow record at %s to find its folder: %s", run_id, tracking_uri, error)
+        return None
+
+
+def _differing_values(stored: TrainingConfig, file_config: TrainingConfig) -> dict[str, tuple[str, str]]:
+    stored_params, file_params = flatten_config(stored), flatten_config(file_config)
+    if not file_params.get("mlflow.run_name"):
+        # An empty run name means "let MLflow name it", and the stored config has the name MLflow chose.
+        file_params.pop("mlflow.run_name", None)
+    return {key: (stored_params.get(key, ""), value) for key, value in file_params.items()
+            if stored_params.get(key) != value}
+
+
+def _warn_about_ignored_config(run_id: str, stored_path: Path, config_path: str | Path | None,
+                               differing: dict[str, tuple[str, str]]) -> None:
+    if not differing:
+        return
+    listed = ", ".join(f"{key} (stored {stored}, --config {value})" for key, (stored, value) in differing.items())
+    example = next(iter(differing))
+    logger.warning(
+        "Resuming run %s with its stored config %s; --config %s differs in %s and is not used. To change a value "
+        "on resume, pass --override KEY=VALUE, such as --override %s=%s",
+        run_id, stored_path, config_path, listed, example, differing[example][1],
+    )
 
 
 def _train_in_run(config: TrainingConfig, settings: Settings, *, run_id: str, run_dir: Path, resume: bool,
@@ -291,6 +372,9 @@ class _RunTracker:
         experiment_id = get_or_create_experiment(self.config.mlflow.experiment_name, self.artifact_root)
         run = self.client.create_run(experiment_id, run_name=self.config.mlflow.run_name or None)
         self.run_id = run.info.run_id
+        # The stored config.yaml then carries MLflow's generated name, which the local backend's runs table shows.
+        if not self.config.mlflow.run_name:
+            self.config.mlflow.run_name = run.info.run_name
         return self.run_id, run_dir_for(self.config, self.settings, self.run_id)
 
     def _get_run(self, run_id: str) -> Any:
@@ -306,7 +390,9 @@ class _RunTracker:
 
     def start(self, run_dir: Path, *, resume: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_state(run_dir, run_id=self.run_id, status="running", error=None, pid=os.getpid())
+        # With the create time, the backend can check that the pid still belongs to this job, not a reuse.
+        write_state(run_dir, run_id=self.run_id, status="running", error=None, pid=os.getpid(),
+                    pid_create_time=psutil.Process().create_time())
         config_file = run_dir / "config.yaml"
         config_file.write_text(config_to_yaml(self.config))
         logger.info("Run %s in %s with config:\n%s", self.run_id, run_dir, config_file.read_text())

@@ -26,6 +26,25 @@ STATUS_REFRESH_SECONDS = 2.0
 TABLE_REFRESH_SECONDS = 5.0
 LOG_TAIL_LINES = 200
 
+# Keeps the log box scrolled to its newest line after each refresh, unless the user has scrolled up to read.
+# gr.HTML runs this once with `element` bound to the component, and it re-renders the <pre> on every update.
+_FOLLOW_LOG_JS = """
+let pinned = true;
+let savedTop = 0;
+element.addEventListener('scroll', (event) => {
+  const box = event.target;
+  if (!(box instanceof HTMLElement) || !box.classList.contains('wb-log-tail')) return;
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
+  savedTop = box.scrollTop;
+}, true);
+const follow = () => {
+  const box = element.querySelector('pre.wb-log-tail');
+  if (box) box.scrollTop = pinned ? box.scrollHeight : savedTop;
+};
+new MutationObserver(follow).observe(element, {childList: true, subtree: true, characterData: true});
+follow();
+"""
+
 _STATE_COLORS = {
     "queued": "#6b7280",
     "running": "#2563eb",
@@ -45,7 +64,10 @@ def build_training_tab(ctx: AppContext) -> None:
 
     gr.Markdown("Start a run from the config in the Config tab. Runs go on when the app closes.")
     with gr.Row():
-        device = gr.Dropdown(choices=backend.device_choices(), value=DEVICE_FROM_CONFIG, label="Device", scale=3)
+        # Custom values pass Gradio's choice check, so /train callers get the backend's message that names
+        # the missing device instead of Gradio's bare "not in the list of choices".
+        device = gr.Dropdown(choices=backend.device_choices(), value=DEVICE_FROM_CONFIG, label="Device", scale=3,
+                             allow_custom_value=True)
         start = gr.Button("Start training", variant="primary", scale=1)
     with gr.Row():
         run_id = gr.Textbox(label="Selected run id", placeholder="Click a run in the table, or paste an MLflow run id",
@@ -64,7 +86,8 @@ def build_training_tab(ctx: AppContext) -> None:
     with gr.Row():
         loss_plot = gr.Plot(label="Loss")
         metric_plot = gr.Plot(label="Evaluation metrics")
-    log_tail = gr.Textbox(label="Log tail", lines=14, max_lines=14, autoscroll=True, interactive=False)
+    log_tail = gr.HTML(log_tail_html(""), label="Log tail (newest line at the bottom)", show_label=True,
+                       container=True, js_on_load=_FOLLOW_LOG_JS)
     with gr.Accordion("Status JSON", open=False):
         status_json = gr.JSON(label="Run status")
     # The updated_at of the state behind the drawn curves: curves are re-read from MLflow only when it moves.
@@ -173,13 +196,13 @@ def run_view(ctx: AppContext, run_id: str, stamp: str) -> tuple[Any, ...]:
     """Return the selected run's summary, progress bar, curves (when changed), log tail, status and stamp."""
     run_id = (run_id or "").strip()
     if not run_id:
-        return ("Select a run to see its progress.", "", None, None, "", None, "")
+        return ("Select a run to see its progress.", "", None, None, log_tail_html(""), None, "")
     try:
         status = ctx.backend.run_status(run_id)
     except ValueError as error:
-        return (f"**{html.escape(str(error))}**", "", None, None, "", None, "")
+        return (f"**{html.escape(str(error))}**", "", None, None, log_tail_html(""), None, "")
 
-    log = ctx.backend.logs(run_id, tail=LOG_TAIL_LINES)
+    log = log_tail_html(ctx.backend.logs(run_id, tail=LOG_TAIL_LINES))
     if status.updated_at and status.updated_at == stamp:
         loss_figure, metric_figure = gr.skip(), gr.skip()
     else:
@@ -217,14 +240,26 @@ def _headline_metrics(status: RunStatus) -> dict[str, float]:
 
 
 def progress_html(status: RunStatus) -> str:
-    """Return an HTML progress bar coloured by state."""
+    """Return an HTML progress bar coloured by state, with the percentage, state and ETA below it."""
     percent = round(status.progress * 100, 1)
     color = _STATE_COLORS.get(status.state, "#6b7280")
+    line = f"{percent}% · {status.state}"
+    if status.eta_seconds is not None and not status.is_terminal:
+        line += f" · ETA {format_duration(status.eta_seconds)}"
     return (
         '<div role="progressbar" aria-valuemin="0" aria-valuemax="100" '
         f'aria-valuenow="{percent}" style="background:#e5e7eb;border-radius:4px;height:12px;width:100%">'
         f'<div style="width:{percent}%;background:{color};height:12px;border-radius:4px"></div></div>'
-        f'<div style="font-size:0.85em;margin-top:2px">{percent}% · {status.state}</div>'
+        f'<div style="font-size:0.85em;margin-top:2px">{line}</div>'
+    )
+
+
+def log_tail_html(log: str) -> str:
+    """Return the log tail as an escaped, scrollable <pre>; the page script keeps it scrolled to the newest line."""
+    text = html.escape(log) if log else "No log lines yet."
+    return (
+        '<pre class="wb-log-tail" style="max-height:22em;overflow:auto;white-space:pre-wrap;'
+        f'word-break:break-word;font-size:0.8em;margin:0">{text}</pre>'
     )
 
 
