@@ -210,6 +210,45 @@ def test_sample_filter_and_viewer(shared_data, settings):
     assert not np.array_equal(np.asarray(image), np.asarray(plain))
 
 
+def _select_handler(settings):
+    ctx = types.SimpleNamespace(settings=settings, backend=None, components={})
+    with gr.Blocks() as demo:
+        build_data_tab(ctx)
+    return next(block_fn for block_fn in demo.fns.values() if block_fn.fn.__name__ == "on_select")
+
+
+def test_gallery_click_draws_label_map(settings):
+    handler = _select_handler(settings)
+    source = DatasetSource(splits={"train": SplitSource(images=str(REPO_ROOT / "examples/pets_semantic"))})
+    report = analyse_dataset(source, settings=settings)
+    dogs = filter_samples(report.samples, class_name="dog")
+
+    image, info = handler.fn(report, dogs, 255, types.SimpleNamespace(index=1))
+    plain = Image.open(dogs[1]["path"]).convert("RGB")
+
+    assert [block.label for block in handler.inputs][2] == "Mask ignore value"
+    assert info["file"].endswith("sam_dog.jpg")
+    assert [entry["label"] for entry in info["legend"]] == ["dog"]
+    assert image.size == plain.size
+    assert not np.array_equal(np.asarray(image), np.asarray(plain))
+
+
+def test_gallery_click_draws_panoptic_masks(shared_data, settings):
+    handler = _select_handler(settings)
+    annotations = shared_data / "coco_real/transformers_cats_39769/panoptic_assembled.json"
+    report = analyse_dataset(DatasetSource(splits={"train": SplitSource(annotations=str(annotations))}),
+                             settings=settings)
+
+    image, info = handler.fn(report, report.samples, 255, types.SimpleNamespace(index=0))
+    # Inside the left cat's segment (id 8222595 in the PNG), where no segment box has an edge.
+    x, y = 150, 200
+    plain = Image.open(report.samples[0]["path"]).convert("RGB")
+
+    assert "ground_truth_error" not in info
+    assert [a["category"] for a in info["annotations"]].count("cat") == 2
+    assert image.getpixel((x, y)) != plain.getpixel((x, y))
+
+
 def test_benchmark_functions_on_tiny_file(tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     try:

@@ -229,13 +229,15 @@ def build_data_tab(ctx: AppContext) -> None:
                     api_name=False)
 
     @handle_errors
-    def on_select(report: DatasetReport | None, page_samples: list[dict], event: gr.SelectData):
+    def on_select(report: DatasetReport | None, page_samples: list[dict], ignore_value: float, event: gr.SelectData):
         if report is None or event.index is None or event.index >= len(page_samples):
             return None, {}
-        image, info = render_sample(page_samples[event.index], report, max_pixels=settings.max_image_pixels)
+        image, info = render_sample(page_samples[event.index], report, max_pixels=settings.max_image_pixels,
+                                    ignore_index=int(ignore_value if ignore_value is not None else 255))
         return image, info
 
-    gallery.select(on_select, inputs=[report_state, page_state], outputs=[viewer, sample_info], api_name=False)
+    gallery.select(on_select, inputs=[report_state, page_state, ignore_index], outputs=[viewer, sample_info],
+                   api_name=False)
 
 
 def _named_api(fn: Callable[..., Any], *, api_name: str, output_label: str) -> None:
