@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dataclasses import replace
+
 from workbench.models.speed import EXACT, FAST, SpeedSettings, parse_speed, resolve_speed
 
 CLASSES = {0: "cat", 1: "dog", 2: "vehicle"}
@@ -38,7 +40,9 @@ def detector_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("exact", EXACT),  # named exact mode
         ("fast", FAST),  # named fast mode
         ("bf16", SpeedSettings(precision="bf16")),  # precision only
-        ("fp32+channels_last+compile", SpeedSettings(channels_last=True, compile=True)),  # every flag
+        ("fp32+channels_last+compile", SpeedSettings(channels_last=True, compile=True)),  # two flags
+        ("fp32+padded_batches", SpeedSettings(padded_batches=True)),  # input change only
+        (FAST.key, FAST),  # a key reads back as the settings it came from
     ],
 )
 def test_parse_speed(text: str | None, expected: SpeedSettings) -> None:
@@ -65,7 +69,7 @@ def test_bf16_falls_back_without_support(monkeypatch: pytest.MonkeyPatch, caplog
     with caplog.at_level(logging.WARNING, logger="workbench.models.speed"):
         resolved = resolve_speed("fast", "cpu")
 
-    assert resolved == SpeedSettings(precision="fp32", channels_last=True)
+    assert resolved == replace(FAST, precision="fp32")
     assert "no native bf16 support; running in fp32" in caplog.text
 
 
@@ -110,7 +114,7 @@ def test_measure_agreement(which: str, request: pytest.FixtureRequest, shared_da
     same = measure_agreement(exact, exact, [shared_data / p for p in PHOTOS])
 
     assert agreement["images"] == 2
-    assert agreement["fast"] == ("bf16+channels_last" if bf16_supported("cpu") else "fp32+channels_last")
+    assert agreement["fast"] == replace(FAST, precision="bf16" if bf16_supported("cpu") else "fp32").key
     if which == "classifier":
         assert same["top1_agreement"] == 1.0
         assert 0.0 <= agreement["top1_agreement"] <= 1.0
@@ -138,3 +142,70 @@ def test_bf16_boxes_close_to_fp32(detector_folder: Path, shared_data: Path) -> N
     assert (approximate.width, approximate.height) == (640, 480)
     assert len(approximate.detections) == len(reference.detections)
     assert all(isinstance(d.score, float) for d in approximate.detections)
+
+
+@pytest.mark.parametrize("catalog_name", ["resnet-18", "detr-resnet-50"])
+def test_fold_batchnorm_keeps_outputs(catalog_name: str, tmp_path: Path) -> None:
+    import torch
+
+    from workbench.models.build import load_model_folder, tiny_model_folder
+    from workbench.models.speed import fold_batchnorm
+
+    folder = tiny_model_folder(catalog_name, CLASSES, tmp_path / "model")
+    reference = load_model_folder(folder).model
+    folded = load_model_folder(folder).model
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, 96, 128)
+
+    count = fold_batchnorm(folded)
+    with torch.inference_mode():
+        expected = reference(pixel_values=pixels).logits
+        actual = folded(pixel_values=pixels).logits
+    left = [name for name, module in folded.named_modules() if "BatchNorm" in type(module).__name__]
+
+    assert count > 0
+    assert left == []
+    assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fold_batchnorm_skips_training_mode() -> None:
+    import torch
+
+    from workbench.models.speed import fold_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+    assert fold_batchnorm(model) == 0
+    assert isinstance(model[1], torch.nn.BatchNorm2d)
+
+
+def test_jpeg_draft_decodes_classifier_input(classifier_folder: Path, shared_data: Path) -> None:
+    from workbench.data.images import decode_image
+    from workbench.models.predictor import Predictor, _processor_input_edge
+
+    photo = shared_data / "coco_real" / "sahi_aerial" / "images" / "terrain1.jpg"  # 2048x1365 JPEG
+    exact = Predictor.load(str(classifier_folder), device="cpu")
+    drafted = Predictor.load(str(classifier_folder), device="cpu", speed="fp32+jpeg_draft")
+
+    [exact_picture], exact_sizes = exact._decode([photo], max_pixels=None)
+    [draft_picture], draft_sizes = drafted._decode([photo], max_pixels=None)
+    [prediction] = drafted.predict([photo])
+
+    assert exact_picture.tobytes() == decode_image(photo).tobytes()
+    assert exact_sizes == draft_sizes == [(1365, 2048)]
+    # The tiny classifier's processor resizes to a small input, so the largest reduction (1/8) applies.
+    assert draft_picture.size == (256, 171)
+    assert min(draft_picture.size) >= _processor_input_edge(drafted.loaded.processor)
+    assert (prediction.width, prediction.height) == (2048, 1365)
+
+
+def test_jpeg_draft_leaves_detectors_alone(detector_folder: Path, shared_data: Path) -> None:
+    from workbench.data.images import decode_image
+    from workbench.models.predictor import Predictor
+
+    photo = shared_data / PHOTOS[0]
+    drafted = Predictor.load(str(detector_folder), device="cpu", speed="fp32+jpeg_draft")
+
+    [picture], _ = drafted._decode([photo], max_pixels=None)
+
+    assert picture.tobytes() == decode_image(photo).tobytes()

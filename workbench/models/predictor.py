@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -56,6 +56,9 @@ ImageInput = Union[Image.Image, bytes, str, Path]
 CACHE_SIZE = 3
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_DETECTIONS = ServingSection().max_detections
+# Detectors without padded batches preprocess this many batches' worth of images at once and group them by
+# processed size, so preprocessed tensors (12 MB for a DETR input of 800x1333) stay bounded in memory.
+GROUPING_WINDOW_BATCHES = 4
 
 
 class _ModelCache:
@@ -117,8 +120,9 @@ class Predictor:
              speed: SpeedSettings | str | None = None) -> Predictor:
         """Load (or take from the cache) the model behind a source string; see `workbench.models.sources`.
 
-        `speed` is a SpeedSettings, "exact" (the default, fp32), "fast" (bf16 and channels-last where
-        supported) or a key such as "bf16+channels_last"; see `workbench.models.speed`.
+        `speed` is a SpeedSettings, "exact" (the default, fp32), "fast" (bf16 where supported, channels-last,
+        folded batch norms, padded detector batches, JPEG draft decoding for classifiers) or a key such as
+        "bf16+channels_last"; see `workbench.models.speed`.
         """
         settings = settings or load_settings()
         resolved = resolve_source(source, settings=settings)
@@ -159,30 +163,99 @@ class Predictor:
         """Predict each image; detections below `score_threshold` are dropped, at most `max_detections` kept.
 
         Images are PIL images already upright (EXIF applied), or encoded bytes or file paths, which are decoded
-        with `workbench.data.images.decode_image`. Coordinates refer to each upright image's pixels.
+        with `workbench.data.images.decode_image` (or `decode_image_downscaled` for a classifier when the speed
+        settings include jpeg_draft). Coordinates and sizes refer to each full-size upright image's pixels.
         """
         _check_predict_arguments(score_threshold=score_threshold, top_k=top_k, max_detections=max_detections,
                                  batch_size=batch_size)
         timings = dict.fromkeys(("decode", "preprocess", "forward", "postprocess"), 0.0)
         started = time.perf_counter()
-        pictures = [_as_rgb(image, max_pixels=max_pixels) for image in images]
+        pictures, sizes = self._decode(images, max_pixels=max_pixels)
         timings["decode"] = time.perf_counter() - started
         results: list[Prediction | None] = [None] * len(pictures)
 
-        for indices in self._batches(pictures, batch_size):
-            batch = [pictures[i] for i in indices]
-            outputs = self._forward(batch, timings)
+        for indices, inputs in self._batched_inputs(pictures, batch_size, timings):
+            outputs = self._forward(inputs, timings)
             started = time.perf_counter()
-            predictions = self._postprocess(outputs, batch, score_threshold=score_threshold, top_k=top_k,
-                                            max_detections=max_detections)
+            predictions = self._postprocess(outputs, [sizes[i] for i in indices], score_threshold=score_threshold,
+                                            top_k=top_k, max_detections=max_detections)
             timings["postprocess"] += time.perf_counter() - started
             for index, prediction in zip(indices, predictions, strict=True):
                 results[index] = prediction
         self.last_timings = timings
         return [result for result in results if result is not None]
 
+    def _decode(self, images: Sequence[ImageInput], *,
+                max_pixels: int | None) -> tuple[list[Image.Image], list[tuple[int, int]]]:
+        """Return the upright RGB images and each one's full-size (height, width), which predictions refer to."""
+        from workbench.data.images import decode_image_downscaled
+
+        draft_edge = self._draft_edge()
+        pictures: list[Image.Image] = []
+        sizes: list[tuple[int, int]] = []
+        for image in images:
+            if draft_edge is not None and not isinstance(image, Image.Image):
+                picture, (width, height) = decode_image_downscaled(image, min_edge=draft_edge, max_pixels=max_pixels)
+            else:
+                picture = _as_rgb(image, max_pixels=max_pixels)
+                width, height = picture.size
+            pictures.append(picture)
+            sizes.append((height, width))
+        return pictures, sizes
+
+    def _draft_edge(self) -> int | None:
+        # Only a classifier's output ignores where in the image things are, so only it may see a reduced decode.
+        if not self.speed.jpeg_draft or self.task != "classification":
+            return None
+        return _processor_input_edge(self.loaded.processor)
+
+    def _batched_inputs(self, pictures: list[Image.Image], batch_size: int,
+                        timings: dict[str, float]) -> Iterator[tuple[list[int], dict[str, Any]]]:
+        """Yield (image indices, model inputs) per batch, timing the preprocessing."""
+        if self.task == "detection":
+            yield from self._detection_batches(pictures, batch_size, timings)
+            return
+        for indices in self._batches(pictures, batch_size):
+            started = time.perf_counter()
+            inputs = self._preprocess([pictures[i] for i in indices])
+            timings["preprocess"] += time.perf_counter() - started
+            yield indices, inputs
+
+    def _detection_batches(self, pictures: list[Image.Image], batch_size: int,
+                           timings: dict[str, float]) -> Iterator[tuple[list[int], dict[str, Any]]]:
+        if self.speed.padded_batches and "pixel_mask" in _forward_parameters(self.loaded.model):
+            # The processor pads each batch to its largest image and the pixel_mask tells the model which pixels
+            # are real. Sorting by aspect ratio keeps portrait and landscape photos apart, so little is padded.
+            order = sorted(range(len(pictures)), key=lambda i: pictures[i].height / pictures[i].width)
+            for start in range(0, len(order), batch_size):
+                indices = order[start:start + batch_size]
+                started = time.perf_counter()
+                inputs = self._preprocess([pictures[i] for i in indices])
+                timings["preprocess"] += time.perf_counter() - started
+                yield indices, inputs
+            return
+
+        # Padding changes a detector's output, so the exact path batches only images whose processed size is
+        # equal: photos of one aspect ratio resize to one size whatever their resolution.
+        window = batch_size * GROUPING_WINDOW_BATCHES
+        for window_start in range(0, len(pictures), window):
+            by_shape: dict[tuple[int, ...], list[tuple[int, dict[str, Any]]]] = {}
+            started = time.perf_counter()
+            for index in range(window_start, min(window_start + window, len(pictures))):
+                inputs = self._preprocess([pictures[index]])
+                by_shape.setdefault(tuple(inputs["pixel_values"].shape), []).append((index, inputs))
+            timings["preprocess"] += time.perf_counter() - started
+
+            for group in by_shape.values():
+                for start in range(0, len(group), batch_size):
+                    chunk = group[start:start + batch_size]
+                    started = time.perf_counter()
+                    inputs = _concatenate_inputs([item for _, item in chunk])
+                    timings["preprocess"] += time.perf_counter() - started
+                    yield [index for index, _ in chunk], inputs
+
     def _batches(self, pictures: list[Image.Image], batch_size: int) -> list[list[int]]:
-        # Detection processors pad a batch to its largest image, and padding changes a detector's output slightly.
+        # Segmentation processors pad a batch to its largest image, and padding changes the output slightly.
         # Batching only images of equal size keeps each prediction independent of the other images in a request.
         if self.task == "classification":
             groups = [list(range(len(pictures)))]
@@ -193,13 +266,16 @@ class Predictor:
             groups = list(by_size.values())
         return [group[start:start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
 
-    def _forward(self, batch: list[Image.Image], timings: dict[str, float]) -> Any:
+    def _preprocess(self, batch: list[Image.Image]) -> dict[str, Any]:
+        """Run the processor and keep the tensors the model's forward accepts (pixel_values, pixel_mask)."""
+        inputs = self.loaded.processor(images=batch, return_tensors="pt")
+        accepted = _forward_parameters(self.loaded.model)
+        return {k: v for k, v in inputs.items() if k in accepted and hasattr(v, "to")}
+
+    def _forward(self, inputs: dict[str, Any], timings: dict[str, float]) -> Any:
         model = self.loaded.model
         started = time.perf_counter()
-        inputs = self.loaded.processor(images=batch, return_tensors="pt")
-        accepted = _forward_parameters(model)
-        tensors = {k: v.to(self.device) for k, v in inputs.items() if k in accepted and hasattr(v, "to")}
-        tensors = prepare_inputs(tensors, self.speed)
+        tensors = prepare_inputs({k: v.to(self.device) for k, v in inputs.items()}, self.speed)
         timings["preprocess"] += time.perf_counter() - started
 
         started = time.perf_counter()
@@ -214,14 +290,14 @@ class Predictor:
         timings["forward"] += time.perf_counter() - started
         return outputs
 
-    def _postprocess(self, outputs: Any, batch: list[Image.Image], *, score_threshold: float, top_k: int,
+    def _postprocess(self, outputs: Any, sizes: list[tuple[int, int]], *, score_threshold: float, top_k: int,
                      max_detections: int) -> list[Prediction]:
         import torch
 
         meta = self.loaded.meta
         processor = self.loaded.processor
-        # (height, width) per image, on the model's device: post-processing multiplies it with the boxes.
-        sizes = [(picture.size[1], picture.size[0]) for picture in batch]
+        # (height, width) of each full-size upright image, on the model's device: post-processing multiplies it
+        # with the boxes, which DETR-family models predict relative to each image's unpadded extent.
         target_sizes = torch.tensor(sizes, device=self.device)
 
         if meta.task == "classification":
@@ -255,13 +331,15 @@ class Predictor:
                 for result in results
             ]
         if meta.task == "panoptic":
+            # Panoptic training records the thing labels in the model metadata; every other label is stuff,
+            # whose pixels form one segment per class. Without the record, no label is fused or marked a thing.
+            things = meta.extra.get("thing_label_ids")
+            stuff = set(meta.id2label) - set(things) if things is not None else set()
             results = processor.post_process_panoptic_segmentation(outputs, threshold=score_threshold,
-                                                                   target_sizes=sizes)
-            # NOTE: model folders do not record which labels are things yet, so is_thing stays False until
-            # panoptic training writes "thing_label_ids" into the model metadata.
-            things = meta.extra.get("thing_label_ids", [])
-            return [PanopticPrediction.from_transformers_panoptic(result, meta.id2label, thing_label_ids=things,
-                                                                  model=self.model_ref) for result in results]
+                                                                   label_ids_to_fuse=stuff, target_sizes=sizes)
+            return [PanopticPrediction.from_transformers_panoptic(result, meta.id2label,
+                                                                  thing_label_ids=things or [], model=self.model_ref)
+                    for result in results]
         raise ModelSourceError(f"model task {meta.task!r} has no prediction support; expected classification, "
                                "detection, semantic, instance or panoptic.")
 
@@ -338,6 +416,32 @@ def _registry_version(resolved: ResolvedSource) -> str | None:
 
 def _forward_parameters(model: Any) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
+
+
+def _concatenate_inputs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    if len(parts) == 1:
+        return parts[0]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _processor_input_edge(processor: Any) -> int | None:
+    """Return the shortest side the processor resizes an image to before any crop, or None when unknown."""
+    size = getattr(processor, "size", None)
+    if size is None:
+        return None
+
+    def read(key: str) -> Any:
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    shortest_edge = read("shortest_edge")
+    if shortest_edge:
+        # ConvNeXt-style processors resize to shortest_edge / crop_pct, then crop shortest_edge.
+        crop_pct = getattr(processor, "crop_pct", None)
+        return int(shortest_edge / crop_pct) if crop_pct and shortest_edge < 384 else int(shortest_edge)
+    sides = [int(value) for value in (read("height"), read("width")) if value]
+    return max(sides) if sides else None
 
 
 def _as_rgb(image: ImageInput, *, max_pixels: int | None) -> Image.Image:
