@@ -45,7 +45,7 @@ def test_confusion_matrix_rows_are_true_labels() -> None:
     assert matrix.tolist() == [[1, 1], [0, 1]]
 
 
-def _pycocotools_stats(ground_truth: dict, detections: list[dict]) -> np.ndarray:
+def _pycocotools_evaluator(ground_truth: dict, detections: list[dict], max_dets: tuple[int, int, int] = (1, 10, 100)):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -55,10 +55,15 @@ def _pycocotools_stats(ground_truth: dict, detections: list[dict]) -> np.ndarray
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.maxDets = list(max_dets)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return evaluator.stats
+    return evaluator
+
+
+def _pycocotools_stats(ground_truth: dict, detections: list[dict]) -> np.ndarray:
+    return _pycocotools_evaluator(ground_truth, detections).stats
 
 
 @pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
@@ -71,6 +76,54 @@ def test_coco_metrics_match_pycocotools(backend: str) -> None:
     for name, value in zip(STAT_NAMES, expected):
         assert metrics[name] == pytest.approx(float(value), abs=1e-6), name
     assert metrics["backend"].startswith(f"{backend} ")
+
+
+def _with_extra_detections(fixture: dict) -> list[dict]:
+    # Three confident misses in image 2 rank its one true car (score 0.6) fourth for that image and class,
+    # so limits below 4 detections per image cut it and lower recall and AP.
+    extra = [{"image_id": 2, "category_id": 3, "bbox": [300 + 40 * i, 10, 30, 30], "score": 0.69 - 0.01 * i}
+             for i in range(3)]
+    return fixture["detections"] + extra
+
+
+@pytest.mark.parametrize("max_dets", [(1, 5, 20), (1, 2, 3), (2, 3, 4)])
+@pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
+def test_custom_max_detections_match_pycocotools(backend: str, max_dets: tuple[int, int, int]) -> None:
+    # The fixture has a crowd box and small, medium and large objects.
+    fixture = json.loads(FIXTURE.read_text())
+    detections = _with_extra_detections(fixture)
+    evaluator = _pycocotools_evaluator(fixture["ground_truth"], detections, max_dets)
+    names = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+             *(f"mar_{limit}" for limit in max_dets), "mar_small", "mar_medium", "mar_large")
+    expected = dict(zip(names, (float(value) for value in evaluator.stats)))
+    # pycocotools' summarize() reads the overall AP at 100 detections, so it prints -1 when 100 is not a limit.
+    # The expected value is the mean defined precision at the largest limit, as for its other AP entries.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    expected["map"] = float(precision[precision > -1].mean())
+
+    metrics = coco_detection_metrics(fixture["ground_truth"], detections, backend=backend, max_detections=max_dets)
+
+    assert set(expected) <= set(metrics)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-6), name
+    assert "mar_100" not in metrics
+
+
+def test_small_detection_limits_lower_recall() -> None:
+    fixture = json.loads(FIXTURE.read_text())
+    detections = _with_extra_detections(fixture)
+    default = coco_detection_metrics(fixture["ground_truth"], detections)
+    limited = coco_detection_metrics(fixture["ground_truth"], detections, max_detections=(1, 2, 3))
+    assert limited["mar_3"] < default["mar_100"]
+    assert limited["map"] < default["map"]
+    assert limited["map_small"] < default["map_small"]  # the cut car is the fixture's only small object
+
+
+@pytest.mark.parametrize("max_dets", [(1, 10), (10, 1, 100), (0, 10, 100), (1.0, 10, 100), [1, 10, 100, 1000]])
+def test_invalid_max_detections_are_rejected(max_dets: object) -> None:
+    fixture = json.loads(FIXTURE.read_text())
+    with pytest.raises(ValueError, match="three increasing positive integers"):
+        coco_detection_metrics(fixture["ground_truth"], fixture["detections"], max_detections=max_dets)
 
 
 def test_coco_metrics_frozen_values() -> None:

@@ -2,8 +2,9 @@
 
 Detection metrics follow the COCO rules exactly because they are computed by a COCO evaluator
 (faster-coco-eval by default, pycocotools on request): crowd boxes are ignore regions, the area ranges are
-small < 32^2 <= medium < 96^2 <= large, at most 100 detections per image count. A value of -1 means the
-ground truth has no object in that range (the COCO convention), not a score.
+small < 32^2 <= medium < 96^2 <= large, at most 100 detections per image count (or the largest of the
+``max_detections`` passed). A value of -1 means the ground truth has no object in that range (the COCO
+convention), not a score.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ logger = logging.getLogger(__name__)
 
 DETECTION_BACKENDS = ("faster-coco-eval", "pycocotools")
 
-# Order of COCOeval.stats for bounding boxes.
+# COCO's detections-per-image limits: recall is reported at each, everything else at the largest.
+DEFAULT_MAX_DETECTIONS = (1, 10, 100)
+
+# Order of COCOeval.stats for bounding boxes with the default limits.
 _COCO_STAT_NAMES = (
     "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
     "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
@@ -77,6 +81,7 @@ def coco_detection_metrics(
     *,
     backend: str = "faster-coco-eval",
     per_class: bool = False,
+    max_detections: tuple[int, int, int] = DEFAULT_MAX_DETECTIONS,
 ) -> dict[str, Any]:
     """Evaluate detections against COCO ground truth and return the mAP and mAR family.
 
@@ -86,19 +91,44 @@ def coco_detection_metrics(
     threshold lowers recall and so AP. The result contains the floats named in ``_COCO_STAT_NAMES`` and
     ``backend`` (the library and its version). With ``per_class`` it also contains ``per_class``, a list
     of {category_id, name, ap, ap_50, num_gt} per category.
+
+    ``max_detections`` sets COCOeval's ``params.maxDets``: three increasing per-image limits. Recall is
+    reported at each as ``mar_<limit>`` (``mar_1``, ``mar_10``, ``mar_100`` by default); AP and the
+    per-area recall use the largest limit, as in pycocotools.
     """
     if backend not in DETECTION_BACKENDS:
         raise ValueError(f"detection metric backend {backend!r} is unknown; use one of {DETECTION_BACKENDS}")
+    max_detections = _check_max_detections(max_detections)
     gt_dict = coco_ground_truth_dict(gt)
     results = _detections_for_eval(detections, gt_dict)
 
-    evaluator = _run_cocoeval(gt_dict, results, backend=backend)
-    stats = [float(value) for value in evaluator.stats[: len(_COCO_STAT_NAMES)]]
-    metrics: dict[str, Any] = dict(zip(_COCO_STAT_NAMES, stats))
+    evaluator = _run_cocoeval(gt_dict, results, backend=backend, max_detections=max_detections)
+    names = _stat_names(max_detections)
+    stats = [float(value) for value in evaluator.stats[: len(names)]]
+    # pycocotools' summarize() reads the overall AP at 100 detections whatever maxDets sets, so it reports -1
+    # when 100 is not a limit. Take it at the largest limit, as its other AP entries and faster-coco-eval do.
+    stats[0] = _mean_defined(np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1])
+    metrics: dict[str, Any] = dict(zip(names, stats))
     metrics["backend"] = f"{backend} {metadata.version(backend)}"
     if per_class:
         metrics["per_class"] = _per_class_ap(evaluator, gt_dict)
     return metrics
+
+
+def _check_max_detections(max_detections: Any) -> tuple[int, int, int]:
+    values = tuple(max_detections) if isinstance(max_detections, (list, tuple)) else ()
+    valid = (len(values) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+             and values[0] < values[1] < values[2])
+    if not valid:
+        raise ValueError(f"max_detections {max_detections!r} is not three increasing positive integers; "
+                         f"pass limits like {DEFAULT_MAX_DETECTIONS}")
+    return values
+
+
+def _stat_names(max_detections: tuple[int, int, int]) -> tuple[str, ...]:
+    # The three recall entries are named after their limits; the other names do not depend on them.
+    recall = tuple(f"mar_{limit}" for limit in max_detections)
+    return _COCO_STAT_NAMES[:6] + recall + _COCO_STAT_NAMES[9:]
 
 
 def coco_ground_truth_dict(gt: Any) -> dict[str, Any]:
@@ -158,7 +188,8 @@ def _detections_for_eval(detections: Sequence[dict[str, Any]], gt_dict: dict[str
     return results
 
 
-def _run_cocoeval(gt_dict: dict[str, Any], results: list[dict[str, Any]], *, backend: str) -> Any:
+def _run_cocoeval(gt_dict: dict[str, Any], results: list[dict[str, Any]], *, backend: str,
+                  max_detections: tuple[int, int, int] = DEFAULT_MAX_DETECTIONS) -> Any:
     if backend == "faster-coco-eval":
         from faster_coco_eval import COCO, COCOeval_faster as COCOeval
     else:
@@ -171,6 +202,7 @@ def _run_cocoeval(gt_dict: dict[str, Any], results: list[dict[str, Any]], *, bac
         coco_gt = _load_coco(COCO, gt_dict)
         coco_dt = _load_results(COCO, coco_gt, results)
         evaluator = COCOeval(coco_gt, coco_dt, "bbox", **quiet)
+        evaluator.params.maxDets = list(max_detections)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
