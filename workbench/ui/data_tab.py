@@ -34,6 +34,8 @@ FORMAT_CHOICES = [("Detect from the paths", ""), ("COCO instances / detection", 
                   ("Image and mask folders (semantic)", "mask_folder")]
 FIGURE_NAMES = ("class_annotations", "class_images", "objects_per_image", "image_sizes", "image_aspect_ratio",
                 "box_sizes", "box_aspect_ratio", "box_centers", "mask_coverage")
+# Headers shown before the first analysis; the analysis fills the same columns (see stats.summary_table).
+SPLIT_COLUMNS = ["split", "images", "annotations", "classes", "images without annotations", "crowd annotations"]
 FINDING_COLUMNS = ["severity", "split", "finding", "count", "what", "what to do", "fix", "examples"]
 PAGE_SIZE = 24
 ANY = "(any)"
@@ -68,8 +70,9 @@ def build_data_tab(ctx: AppContext) -> None:
     page_state = gr.State([])
 
     with gr.Tab("Statistics"):
-        summary = gr.Dataframe(label="Splits", interactive=False)
-        classes = gr.Dataframe(label="Classes per split", interactive=False, max_height=320)
+        summary = gr.Dataframe(headers=SPLIT_COLUMNS, label="Splits", interactive=False)
+        classes = gr.Dataframe(headers=["class", "train annotations", "train images"], label="Classes per split",
+                               interactive=False, max_height=320)
         plots = {}
         names = list(FIGURE_NAMES)
         for start in range(0, len(names), 2):
