@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workbench.config.catalog import get_model_spec
+from workbench.config.catalog import CATALOG, get_model_spec
 from workbench.config.io import config_to_dict, load_config, validate_config
 from workbench.config.schema import TRAINABLE_TASKS
 
@@ -22,8 +22,7 @@ def _ids(path: Path) -> str:
 def test_configs_cover_every_family():
     families = {get_model_spec(load_config(path).model.name).family for path in CONFIG_FILES}
 
-    assert families == {"resnet", "vit", "convnext", "swin", "timm-resnet", "timm-convnext", "timm-efficientnet",
-                        "detr", "yolos", "rt-detr", "segformer", "mask2former"}
+    assert families == {spec.family for spec in CATALOG.values()}
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=_ids)

@@ -189,3 +189,23 @@ def test_mask_folder_config_validates(data: dict[str, str], expected_format: str
     config = tiny_config("semantic", "segformer-b0", data, {"monitor_metric": "mean_iou"}, image_size=64)
 
     assert effective_data_format(check_config(config)) == expected_format
+
+
+@pytest.mark.slow
+def test_mobilevit_deeplab_trains_on_voc_photos(voc_folder: Path, settings) -> None:
+    from workbench.models.predictor import Predictor
+    from workbench.training.run import train
+
+    config = tiny_config("semantic", "deeplabv3-mobilevit-xx-small",
+                         {"train_path": str(voc_folder / "images"), "train_annotations": str(voc_folder / "masks"),
+                          "val_path": str(voc_folder / "images"), "val_annotations": str(voc_folder / "masks"),
+                          "horizontal_flip": False},
+                         {"batch_size": 2, "learning_rate": 3e-3, "weight_decay": 0.0, "monitor_metric": "mean_iou",
+                          "save_total_limit": 1, "max_steps": 300, "eval_strategy": "steps", "eval_steps": 150},
+                         image_size=128)
+
+    result = train(config, settings=settings)
+
+    assert result.metrics["mean_iou"] >= 0.5
+    prediction = Predictor.from_folder(result.model_dir, device="cpu").predict([voc_folder / "images" / "1.png"])[0]
+    assert prediction.to_json_dict()["segmentation"]["size"] == [513, 513]

@@ -77,6 +77,9 @@ _TINY_RT_DETR = {"d_model": 64, "encoder_hidden_dim": 64, "encoder_layers": 1, "
                               "embedding_size": 32, "layer_type": "basic"}}
 _TINY_SEGFORMER = {"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 2, 2],
                    "decoder_hidden_size": 32}
+# MobileViT's ASPP head pools to 1x1 and batch-normalises it, so it trains with batch sizes of 2 or more.
+_TINY_MOBILEVIT = {"hidden_sizes": [16, 24, 32], "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
+                   "num_attention_heads": 2, "aspp_out_channels": 32}
 _TINY_MASK2FORMER = {"backbone": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
                                  "window_size": 4},
                      "hidden_dim": 32, "num_queries": 20, "decoder_layers": 2, "encoder_layers": 1,
@@ -135,6 +138,11 @@ CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in [
     *[_spec(f"segformer-{variant}", "semantic", "transformers", "segformer", f"nvidia/mit-{variant}", "segformer",
             tiny=_TINY_SEGFORMER, image_size=512, batch_size=8, learning_rate=6e-5, epochs=50)
       for variant in ("b0", "b1", "b2", "b3", "b4", "b5")],
+    _spec("deeplabv3-mobilevit-small", "semantic", "transformers", "mobilevit", "apple/deeplabv3-mobilevit-small",
+          "mobilevit", tiny=_TINY_MOBILEVIT, image_size=512, batch_size=8, learning_rate=2e-4, epochs=50),
+    _spec("deeplabv3-mobilevit-xx-small", "semantic", "transformers", "mobilevit",
+          "apple/deeplabv3-mobilevit-xx-small", "mobilevit", tiny=_TINY_MOBILEVIT, image_size=512, batch_size=8,
+          learning_rate=2e-4, epochs=50),
     # Instance and panoptic segmentation.
     _spec("mask2former-swin-tiny-coco-instance", "instance", "transformers", "mask2former",
           "facebook/mask2former-swin-tiny-coco-instance", "mask2former", tiny=_TINY_MASK2FORMER, image_size=512,

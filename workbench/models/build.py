@@ -52,6 +52,7 @@ _TRANSFORMERS_CLASSES: dict[str, tuple[str, str, str, str | None]] = {
     "yolos": ("YolosConfig", "YolosForObjectDetection", "YolosImageProcessor", None),
     "rt_detr": ("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessor", "RTDetrResNetConfig"),
     "segformer": ("SegformerConfig", "SegformerForSemanticSegmentation", "SegformerImageProcessor", None),
+    "mobilevit": ("MobileViTConfig", "MobileViTForSemanticSegmentation", "MobileViTImageProcessor", None),
     "mask2former": (
         "Mask2FormerConfig", "Mask2FormerForUniversalSegmentation", "Mask2FormerImageProcessor", "SwinConfig",
     ),
@@ -252,7 +253,7 @@ def _build_transformers(spec: ModelSpec, meta: ModelMeta, *, pretrained: bool, s
     backbone_class_name = _TRANSFORMERS_CLASSES[spec.architecture][3]
     if backbone_class_name is not None:
         config_kwargs["backbone_config"] = _backbone_config(spec.architecture, backbone_values or {})
-    if spec.architecture in ("vit", "swin", "yolos") and "image_size" not in config_kwargs:
+    if spec.architecture in ("vit", "swin", "yolos", "mobilevit") and "image_size" not in config_kwargs:
         size = meta.image_size
         config_kwargs["image_size"] = [size, size] if spec.architecture == "yolos" else size
     try:
@@ -314,6 +315,10 @@ def _new_processor(spec: ModelSpec, meta: ModelMeta) -> Any:
         return processor_class(size={"height": size, "width": size})
     if spec.architecture == "segformer":
         return processor_class(size={"height": size, "width": size}, do_reduce_labels=False)
+    if spec.architecture == "mobilevit":
+        # MobileViT checkpoints expect BGR input, so the processor flips the channel order as theirs does.
+        return processor_class(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                               do_center_crop=False, do_flip_channel_order=True)
     if spec.architecture == "mask2former":
         return processor_class(size={"shortest_edge": size, "longest_edge": round(size * 1333 / 800)},
                                ignore_index=255, do_reduce_labels=False)
