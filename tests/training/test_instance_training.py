@@ -159,3 +159,28 @@ def test_instance_results_use_original_size_and_category_ids() -> None:
     left_half[:, :200] = True
     assert best["segmentation"] == mask_to_rle(left_half)
     assert best["bbox"] == [0.0, 0.0, 200.0, 300.0]
+
+
+@pytest.mark.slow
+def test_maskformer_trains_on_person_photos(shared_data: Path, person_images: Path, tmp_path: Path,
+                                            settings) -> None:
+    from workbench.models.predictor import Predictor
+    from workbench.training.run import train
+
+    annotations = _person_subset(shared_data, tmp_path, {785, 197388})
+    config = tiny_config(
+        "instance", "maskformer-swin-tiny-coco",
+        {"train_path": str(person_images), "train_annotations": str(annotations), "val_path": str(person_images),
+         "val_annotations": str(annotations), "horizontal_flip": False},
+        {"max_steps": 160, "batch_size": 2, "learning_rate": 2e-3, "scheduler": "constant", "weight_decay": 0.0,
+         "eval_strategy": "steps", "eval_steps": 160, "logging_steps": 20},
+        image_size=256,
+    )
+
+    result = train(config, settings=settings)
+
+    assert set(result.metrics) == {"segm_map", "segm_map_50", "segm_map_75", "map", "map_50", "loss"}
+    [prediction] = Predictor.from_folder(result.model_dir, device="cpu").predict(
+        [person_images / "000000000785.jpg"], score_threshold=0.0)
+    assert prediction.task == "instance"
+    assert all(d.mask["size"] == [425, 640] for d in prediction.detections)

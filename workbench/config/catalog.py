@@ -77,6 +77,11 @@ _TINY_RT_DETR = {"d_model": 64, "encoder_hidden_dim": 64, "encoder_layers": 1, "
                               "embedding_size": 32, "layer_type": "basic"}}
 _TINY_SEGFORMER = {"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 2, 2],
                    "decoder_hidden_size": 32}
+_TINY_MASKFORMER = {"backbone": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
+                                "window_size": 4},
+                    "decoder": {"d_model": 32, "encoder_layers": 0, "decoder_layers": 2, "decoder_attention_heads": 2,
+                                "decoder_ffn_dim": 64, "num_queries": 20},
+                    "fpn_feature_size": 32, "mask_feature_size": 32, "num_queries": 20}
 # MobileViT's ASPP head pools to 1x1 and batch-normalises it, so it trains with batch sizes of 2 or more.
 _TINY_MOBILEVIT = {"hidden_sizes": [16, 24, 32], "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
                    "num_attention_heads": 2, "aspp_out_channels": 32}
@@ -147,6 +152,9 @@ CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in [
     _spec("mask2former-swin-tiny-coco-instance", "instance", "transformers", "mask2former",
           "facebook/mask2former-swin-tiny-coco-instance", "mask2former", tiny=_TINY_MASK2FORMER, image_size=512,
           batch_size=4, learning_rate=1e-4, epochs=50, weight_decay=0.05),
+    _spec("maskformer-swin-tiny-coco", "instance", "transformers", "maskformer", "facebook/maskformer-swin-tiny-coco",
+          "maskformer", tiny=_TINY_MASKFORMER, image_size=512, batch_size=4, learning_rate=1e-4, epochs=50,
+          weight_decay=0.01),
     _spec("mask2former-swin-tiny-coco-panoptic", "panoptic", "transformers", "mask2former",
           "facebook/mask2former-swin-tiny-coco-panoptic", "mask2former", tiny=_TINY_MASK2FORMER, image_size=512,
           batch_size=4, learning_rate=1e-4, epochs=50, weight_decay=0.05),

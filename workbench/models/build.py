@@ -56,6 +56,7 @@ _TRANSFORMERS_CLASSES: dict[str, tuple[str, str, str, str | None]] = {
     "mask2former": (
         "Mask2FormerConfig", "Mask2FormerForUniversalSegmentation", "Mask2FormerImageProcessor", "SwinConfig",
     ),
+    "maskformer": ("MaskFormerConfig", "MaskFormerForInstanceSegmentation", "MaskFormerImageProcessor", "SwinConfig"),
 }
 
 # Backbone stages each detector reads: DETR-style models use the last stage, RT-DETR the last three.
@@ -64,6 +65,7 @@ _BACKBONE_OUT_FEATURES = {
     "conditional_detr": ["stage4"],
     "rt_detr": ["stage2", "stage3", "stage4"],
     "mask2former": ["stage1", "stage2", "stage3", "stage4"],
+    "maskformer": ["stage1", "stage2", "stage3", "stage4"],
 }
 
 
@@ -253,6 +255,12 @@ def _build_transformers(spec: ModelSpec, meta: ModelMeta, *, pretrained: bool, s
     backbone_class_name = _TRANSFORMERS_CLASSES[spec.architecture][3]
     if backbone_class_name is not None:
         config_kwargs["backbone_config"] = _backbone_config(spec.architecture, backbone_values or {})
+    decoder_values = config_kwargs.pop("decoder", None)
+    if spec.architecture == "maskformer" and decoder_values is not None:
+        # MaskFormer's transformer decoder is configured as a DETR decoder.
+        import transformers
+
+        config_kwargs["decoder_config"] = transformers.DetrConfig(**decoder_values)
     if spec.architecture in ("vit", "swin", "yolos", "mobilevit") and "image_size" not in config_kwargs:
         size = meta.image_size
         config_kwargs["image_size"] = [size, size] if spec.architecture == "yolos" else size
@@ -319,7 +327,7 @@ def _new_processor(spec: ModelSpec, meta: ModelMeta) -> Any:
         # MobileViT checkpoints expect BGR input, so the processor flips the channel order as theirs does.
         return processor_class(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                                do_center_crop=False, do_flip_channel_order=True)
-    if spec.architecture == "mask2former":
+    if spec.architecture in ("mask2former", "maskformer"):
         return processor_class(size={"shortest_edge": size, "longest_edge": round(size * 1333 / 800)},
                                ignore_index=255, do_reduce_labels=False)
     return processor_class(size={"shortest_edge": size, "longest_edge": round(size * 1333 / 800)})
