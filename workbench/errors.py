@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class WorkbenchError(ValueError):
-    """Base class for errors caused by user input: the message says what is wrong and how to fix it."""
+    """Base class for errors caused by user input: the message states what is wrong and how to fix it."""
 
 
 class ConfigError(WorkbenchError):

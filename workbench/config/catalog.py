@@ -1,7 +1,7 @@
 """The model catalog: every architecture the workbench trains, looked up by name.
 
 Each entry names its task, the library that builds it, the hub id of its pretrained weights, and the
-hyperparameter defaults that suit it. ``tiny`` holds architecture overrides for a small random-weight
+hyperparameter defaults that suit it. ``tiny`` contains architecture overrides for a small random-weight
 variant that builds offline and trains on a CPU in seconds (used by tests and smoke runs).
 """
 

@@ -850,7 +850,7 @@ def _path_issues(config: TrainingConfig, data_format: str) -> list[ValidationIss
                                           images="validation"))
 
     if data_format not in TASK_DATA_FORMATS[config.model.task]:
-        # The data.format issue already says which layout the task needs.
+        # The data.format issue already states which layout the task needs.
         return issues
     for split in ("train", "val"):
         images, annotations = getattr(data, f"{split}_path"), getattr(data, f"{split}_annotations")
@@ -896,7 +896,7 @@ def _imagefolder_layout_issues(field: str, value: str) -> list[ValidationIssue]:
 
 
 def _mask_root_layout_issues(split: str, value: str) -> list[ValidationIssue]:
-    """Check that a mask-folder root given without a masks folder holds images/ and masks/."""
+    """Check that a mask-folder root given without a masks folder contains images/ and masks/."""
     root = Path(value).expanduser()
     if not value or not root.is_dir():
         return []

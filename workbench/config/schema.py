@@ -132,7 +132,7 @@ class OutputSection(_Section):
 
 
 class ServingSection(_Section):
-    # Detections and masks below this score are hidden in the default view and answers.
+    # Detections and masks below this score are hidden in the default view and in API responses.
     score_threshold: float = Field(default=0.5, ge=0, le=1)
     # Classes returned for classification.
     top_k: int = Field(default=5, ge=1, le=1000)

@@ -78,7 +78,7 @@ class MaskDataset:
 
     samples: list[MaskSample]
     id2label: dict[int, str]
-    # Where the names came from: a label file path, "voc colormap", "mask values" or "coco categories".
+    # Source of the names: a label file path, "voc colormap", "mask values" or "coco categories".
     label_source: str
     # Colour -> class id for RGB colour-coded masks; None for index masks.
     colour_to_label: dict[tuple[int, int, int], int] | None = None

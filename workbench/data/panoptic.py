@@ -6,7 +6,7 @@ iscrowd flag. A category's ``isthing`` separates things (countable objects) from
 
 `load_coco_panoptic` validates the JSON and returns a `PanopticDataset`. Categories are sorted by id and
 get contiguous label ids, as in `workbench.data.coco`. The PNG folder defaults to the folder named like
-the JSON without its extension (COCO's layout), or another folder beside the JSON that holds the PNGs.
+the JSON without its extension (COCO's layout), or another folder beside the JSON that contains the PNGs.
 
 Loading raises DatasetError for an unreadable or malformed file, a missing "images", "annotations" or
 "categories" list, duplicate image or category ids, and segments whose category or image is not defined.

@@ -71,7 +71,7 @@ _BACKBONE_OUT_FEATURES = {
 
 @dataclass
 class ModelMeta:
-    """What a model folder is: task, architecture and labels (stored as workbench_model.json)."""
+    """Metadata of a model folder: task, architecture and labels (stored as workbench_model.json)."""
 
     task: str
     catalog_name: str

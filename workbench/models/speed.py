@@ -123,7 +123,7 @@ def resolve_speed(speed: SpeedSettings | str | None, device: str) -> SpeedSettin
 
 
 def prepare_model(model: Any, speed: SpeedSettings) -> Any:
-    """Fold batch norms and set the memory format of a model in place, as `speed` asks, and return it.
+    """Fold batch norms and set the memory format of a model in place, as `speed` requests, and return it.
 
     Compiling happens on first use, in `model_runner`.
     """

@@ -105,7 +105,7 @@ class EndpointPredictor:
     def predict_chunks(self, images: Sequence[Any], *, score_threshold: float = 0.0, top_k: int = 5,
                        max_detections: int = 100, chunk_size: int | None = None,
                        progress: Any = None) -> EndpointResult:
-        """Send images chunk by chunk; return the answered predictions and the first error instead of raising."""
+        """Send images chunk by chunk; return the predictions received and the first error instead of raising."""
         size = chunk_size or self.chunk_size
         params = {"score_threshold": float(score_threshold), "top_k": int(top_k),
                   "max_detections": int(max_detections)}
